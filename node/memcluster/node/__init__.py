@@ -1,0 +1,1 @@
+"""The memcluster node process: gRPC server, hot/warm/cold tiers, peer traffic."""

@@ -1,0 +1,84 @@
+"""What every tier stores (``Item``) and the seam every tier implements (``Tier``).
+
+Every tier passes the same conformance suite (tests/unit/test_tier_conformance.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(slots=True)
+class Item:
+    """One stored item and its metadata (values are bytes; deletes are tombstones)."""
+
+    value: bytes
+    version: int
+    origin: int = 0
+    expires_ms: int = 0  # absolute Unix milliseconds; 0: never
+    priority: int = 0  # higher is evicted later
+    tombstone: bool = False
+
+    def expired(self, now_ms: int) -> bool:
+        """True once the item's own expiry has passed."""
+        return 0 < self.expires_ms <= now_ms
+
+    def order(self) -> tuple[int, int, bool, bytes]:
+        """The last-writer-wins sort key: the greater write wins."""
+        return (self.version, self.origin, self.tombstone, self.value)
+
+
+class Tier(Protocol):
+    """A bounded key -> Item store with an eviction policy.
+
+    Tiers never decide where items go: ``evict_overflow`` and ``pop_idle`` remove
+    items and hand them to the caller (the store), which demotes or drops them.
+    ``now`` is wall-clock seconds from the injected clock.
+    """
+
+    name: str
+    #: Bytes the tier may hold; the store lowers it under memory pressure.
+    capacity: int
+
+    @property
+    def bytes_held(self) -> int:
+        """Keys + stored values + per-item overhead of everything held."""
+        ...
+
+    def __len__(self) -> int: ...
+
+    def __contains__(self, key: bytes) -> bool: ...
+
+    def get(self, key: bytes, now: float) -> Item | None:
+        """The item (expired or not), counting an access for the eviction policy."""
+        ...
+
+    def put(self, key: bytes, item: Item, now: float) -> None:
+        """Store ``item``, replacing any earlier entry for ``key``; may exceed capacity."""
+        ...
+
+    def pop(self, key: bytes) -> Item | None:
+        """Remove and return the item, if held."""
+        ...
+
+    def evict_overflow(self, now: float) -> list[tuple[bytes, Item]]:
+        """Remove items chosen by the eviction policy until the tier fits its capacity."""
+        ...
+
+    def pop_idle(self, now: float, limit: int) -> list[tuple[bytes, Item]]:
+        """Remove up to ``limit`` items not accessed for the tier's residence ttl."""
+        ...
+
+    def pop_expired(self, now: float, limit: int) -> list[tuple[bytes, Item]]:
+        """Remove up to ``limit`` items whose own expiry has passed."""
+        ...
+
+    def scan(self) -> Iterator[tuple[bytes, Item]]:
+        """Every held item, without counting accesses (flush, transfer, tests)."""
+        ...
+
+    def close(self) -> None:
+        """Release resources (files, maps); the tier is unusable afterwards."""
+        ...
