@@ -1,1 +1,1 @@
-"""placeholder"""
+"""The ``memcluster`` command line."""

@@ -21,6 +21,7 @@ classes sharing a status code stay distinct.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import grpc
 
@@ -128,7 +129,7 @@ def from_status(
 ) -> MemclusterError:
     """Build the exception a client raises for a failed call."""
     meta = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in metadata}
-    cls = _BY_KIND.get(meta.get(ERROR_KIND_METADATA, ""), None) or _BY_CODE.get(code, InternalError)
+    cls = _BY_KIND.get(meta.get(ERROR_KIND_METADATA, "")) or _BY_CODE.get(code, InternalError)
     try:
         epoch = int(meta.get(EPOCH_METADATA, "0"))
     except ValueError:
@@ -139,10 +140,10 @@ def from_status(
 
 def from_rpc_error(exc: grpc.RpcError) -> MemclusterError:
     """Map a grpc.RpcError (sync or aio) to our tree; callers re-raise ``from exc``."""
-    call = exc if isinstance(exc, grpc.Call) else None
-    if call is None:
+    # Sync and aio errors both offer code()/details()/trailing_metadata(), but share
+    # no typed base that says so.
+    call: Any = exc
+    if not callable(getattr(call, "code", None)):
         return InternalError(f"gRPC failure: {exc!r}")
-    code = call.code()
-    details = call.details() or ""
     metadata = call.trailing_metadata() or ()
-    return from_status(code, details, tuple((m.key, m.value) if hasattr(m, "key") else m for m in metadata))
+    return from_status(call.code(), call.details() or "", tuple((k, v) for k, v in metadata))

@@ -28,9 +28,7 @@ def version_millis(version: int) -> int:
     return version >> LOGICAL_BITS
 
 
-def newer(
-    a: tuple[int, int, bool, bytes], b: tuple[int, int, bool, bytes]
-) -> bool:
+def newer(a: tuple[int, int, bool, bytes], b: tuple[int, int, bool, bytes]) -> bool:
     """True when write ``a`` (version, origin, tombstone, value) beats write ``b``."""
     return a > b
 
@@ -50,5 +48,4 @@ class HybridClock:
 
     def observe(self, version: int) -> None:
         """Remember a version from elsewhere so that later versions exceed it."""
-        if version > self._last:
-            self._last = version
+        self._last = max(self._last, version)

@@ -55,8 +55,16 @@ class Tier(Protocol):
         """The item (expired or not), counting an access for the eviction policy."""
         ...
 
+    def peek(self, key: bytes) -> Item | None:
+        """The item (expired or not) without counting an access."""
+        ...
+
     def put(self, key: bytes, item: Item, now: float) -> None:
         """Store ``item``, replacing any earlier entry for ``key``; may exceed capacity."""
+        ...
+
+    def put_many(self, items: list[tuple[bytes, Item]], now: float) -> None:
+        """``put`` for each pair (one transaction where the tier has them)."""
         ...
 
     def pop(self, key: bytes) -> Item | None:

@@ -43,7 +43,7 @@ class Codec:
         self._dict_number = 0
         self._decompressors: dict[int, zstandard.ZstdDecompressor] = {}
         self._dictionaries: dict[int, bytes] = {}
-        self._samples: list[bytes] | None = [] if train else None
+        self._samples: list[bytes | bytearray | memoryview] | None = [] if train else None
         self._train_samples = train_samples
         self._tries = 0
         self._on_trained = on_trained

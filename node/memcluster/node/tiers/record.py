@@ -26,9 +26,10 @@ _unpack_from = HEADER.unpack_from
 def pack(item: Item, payload: bytes, access: int, lfu: int = 0) -> bytes:
     """Header + payload for ``item`` (``payload`` is the value, encoded by the tier)."""
     flags = TOMBSTONE if item.tombstone else 0
-    return _pack(
-        item.version, item.origin, item.expires_ms, access, item.priority, flags, lfu
-    ) + payload
+    return (
+        _pack(item.version, item.origin, item.expires_ms, access, item.priority, flags, lfu)
+        + payload
+    )
 
 
 def unpack(record: bytes, value: bytes) -> Item:
@@ -39,7 +40,7 @@ def unpack(record: bytes, value: bytes) -> Item:
 
 def meta(record: bytes) -> tuple[int, int, int, int, int, int, int]:
     """The raw header fields: version, origin, expires_ms, access, priority, flags, lfu."""
-    return _unpack_from(record)  # type: ignore[return-value]
+    return _unpack_from(record)
 
 
 def payload(record: bytes) -> bytes:

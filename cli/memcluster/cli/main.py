@@ -1,0 +1,145 @@
+"""``memcluster``: run a node, talk to one, inspect the configuration.
+
+Exit codes: 0 success, 1 a request failed (the message says why), 2 bad usage or
+bad configuration, 3 a key was not found (``get``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+import yaml
+
+from memcluster.common.config import ConfigError, NodeConfig
+from memcluster.common.errors import MemclusterError
+
+DEFAULT_ADDRESS = "127.0.0.1:7400"
+
+
+def _client(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from memcluster.client import Client
+
+    return Client(args.address, timeout=args.timeout)
+
+
+def cmd_node(args: argparse.Namespace) -> int:
+    """Run a node process in the foreground."""
+    from memcluster.node.server import run
+
+    config = NodeConfig.load(args.config)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    return asyncio.run(run(config, ready_file=args.ready_file))
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    """Validate a configuration and print the effective values."""
+    config = NodeConfig.load(args.config)
+    print(yaml.safe_dump(config.to_mapping(), sort_keys=False), end="")
+    return 0
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    """Print a value (raw bytes to stdout)."""
+    with _client(args) as client:
+        value = client.get(args.key.encode())
+    if value is None:
+        print(f"not found: {args.key}", file=sys.stderr)
+        return 3
+    sys.stdout.buffer.write(value + (b"\n" if sys.stdout.isatty() else b""))
+    return 0
+
+
+def cmd_put(args: argparse.Namespace) -> int:
+    """Store a value given as an argument or on stdin ('-')."""
+    value = sys.stdin.buffer.read() if args.value == "-" else args.value.encode()
+    with _client(args) as client:
+        version = client.put(args.key.encode(), value, ttl=args.ttl, priority=args.priority)
+    print(f"stored {args.key} ({len(value)} bytes, version {version})")
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    """Delete a key."""
+    with _client(args) as client:
+        existed = client.delete(args.key.encode())
+    print(f"deleted {args.key}" if existed else f"not found: {args.key}")
+    return 0 if existed else 3
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    """Per-tier figures of one node."""
+    with _client(args) as client:
+        stats = client.stats()
+    if args.json:
+        print(json.dumps(stats, indent=2, default=str))
+        return 0
+    from memcluster.cli.tables import render_node_stats
+
+    render_node_stats(stats)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for tests and docs)."""
+    parser = argparse.ArgumentParser(prog="memcluster", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    node = sub.add_parser("node", help="run a node")
+    node.add_argument("--config", help="YAML or TOML file (env MEMCLUSTER_* overrides it)")
+    node.add_argument("--ready-file", help="write the ready JSON (addresses) to this file")
+    node.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    node.set_defaults(func=cmd_node)
+
+    config = sub.add_parser("config", help="validate a configuration and print it")
+    config.add_argument("--config", help="YAML or TOML file")
+    config.set_defaults(func=cmd_config)
+
+    def client_command(name: str, help_: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("--address", "-a", default=DEFAULT_ADDRESS, help="a node's host:port")
+        p.add_argument("--timeout", type=float, default=5.0, help="seconds per request")
+        return p
+
+    get = client_command("get", "print a key's value")
+    get.add_argument("key")
+    get.set_defaults(func=cmd_get)
+    put = client_command("put", "store a value ('-' reads stdin)")
+    put.add_argument("key")
+    put.add_argument("value")
+    put.add_argument("--ttl", type=float, help="seconds to live")
+    put.add_argument("--priority", type=int, default=0, help="higher is evicted later")
+    put.set_defaults(func=cmd_put)
+    delete = client_command("delete", "delete a key")
+    delete.add_argument("key")
+    delete.set_defaults(func=cmd_delete)
+    stats = client_command("stats", "show a node's tiers")
+    stats.add_argument("--json", action="store_true", help="machine-readable output")
+    stats.set_defaults(func=cmd_stats)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``memcluster`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except ConfigError as exc:
+        print(f"memcluster: invalid configuration:\n{exc}", file=sys.stderr)
+        return 2
+    except MemclusterError as exc:
+        print(f"memcluster: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,57 @@
+"""Background loops with an owner: start(), close(), and a done-callback that reports a crash."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+log = logging.getLogger(__name__)
+
+
+class PeriodicTask:
+    """Run ``step`` every ``interval`` seconds until closed.
+
+    A step that raises is logged and the loop goes on (a transient fault must not
+    stop expiry or pressure control for good); if the task itself dies, the
+    done-callback logs it and ``error`` keeps the exception for health reporting.
+    """
+
+    def __init__(self, name: str, interval: float, step: Callable[[], Awaitable[None]]) -> None:
+        self.name = name
+        self.interval = interval
+        self._step = step
+        self._task: asyncio.Task[None] | None = None
+        self.error: BaseException | None = None
+
+    def start(self) -> None:
+        """Schedule the loop on the running event loop."""
+        if self._task is not None:
+            raise RuntimeError(f"{self.name} already started")
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=self.name)
+        self._task.add_done_callback(self._done)
+
+    async def close(self) -> None:
+        """Stop the loop and wait for it to finish."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self._step()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("background step %s failed; retrying next period", self.name)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            self.error = task.exception()
+            log.error("background loop %s died: %r", self.name, self.error)

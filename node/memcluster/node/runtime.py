@@ -1,0 +1,113 @@
+"""A running node's state: identity, epoch, store, and the loops that keep it in shape."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import psutil
+
+from memcluster.common.clock import Clock, SystemClock
+from memcluster.common.config import NodeConfig
+from memcluster.common.errors import InvalidRequest
+from memcluster.common.versions import node_tag
+from memcluster.node.loops import PeriodicTask
+from memcluster.node.metrics import GcMonitor
+from memcluster.node.pressure import PressureController
+from memcluster.node.store import TieredStore
+from memcluster.wire import topology_pb2
+
+log = logging.getLogger(__name__)
+
+
+class NodeRuntime:
+    """What the servicers and the metrics endpoint see of a node."""
+
+    def __init__(
+        self, config: NodeConfig, node_id: str, address: str, clock: Clock | None = None
+    ) -> None:
+        self.config = config
+        self.node_id = node_id
+        self.address = address
+        self.epoch = 1
+        self.store = TieredStore(
+            config.memory, config.limits, origin=node_tag(node_id), clock=clock or SystemClock()
+        )
+        self.gc = GcMonitor()
+        self.pressure = PressureController(
+            config.memory.pressure, self.store.configured_hot_capacity
+        )
+        self._process = psutil.Process()
+        hot = config.memory.tiers.hot
+        self._loops = [PeriodicTask("cleanup", hot.cleanup_interval, self.cleanup)]
+        if config.memory.pressure.enabled:
+            self._loops.append(
+                PeriodicTask("pressure", config.memory.pressure.check_interval, self._pressure)
+            )
+
+    def start(self) -> None:
+        """Start background work (on the running event loop)."""
+        self.gc.install()
+        for loop in self._loops:
+            loop.start()
+
+    async def close(self) -> None:
+        """Stop background work, hand RAM tiers to the cold tier, close files."""
+        for loop in self._loops:
+            await loop.close()
+        self.gc.uninstall()
+        moved = self.store.flush_down()
+        log.info("flushed %d items from RAM tiers to the cold tier", moved)
+        self.store.close()
+
+    async def cleanup(self) -> None:
+        """Expire and demote in bounded increments, yielding to requests in between."""
+        batch = self.config.memory.cleanup_batch
+        while True:
+            if self.store.maintenance_step(batch) < batch:
+                return
+            await asyncio.sleep(0)  # let requests run between increments
+
+    async def _pressure(self) -> None:
+        capacity = self.pressure.check()
+        if capacity is not None:
+            moved = self.store.set_hot_capacity(capacity)
+            log.warning(
+                "memory in use %.0f%%: hot tier capacity now %d bytes (%d items moved down)",
+                self.pressure.last_used * 100,
+                capacity,
+                moved,
+            )
+
+    def check_batch(self, size: int) -> None:
+        """Refuse batches past limits.max_batch_items."""
+        limit = self.config.limits.max_batch_items
+        if size > limit:
+            raise InvalidRequest(
+                f"batch of {size} items exceeds limits.max_batch_items ({limit}); split it"
+            )
+
+    def counters(self) -> dict[str, float]:
+        """Process-wide figures for the stats RPC and the metrics endpoint."""
+        return {
+            "rss_bytes": float(self._process.memory_info().rss),
+            "system_memory_used_ratio": self.pressure.last_used,
+            "hot_capacity_bytes": float(self.store.tiers[0].capacity),
+            "oom_near_misses": float(self.pressure.oom_near_misses),
+            "gc_pause_seconds": self.gc.pause_seconds,
+            "gc_collections": float(self.gc.collections),
+            "memory_churn_bytes": float(self.store.churn_bytes),
+            "epoch": float(self.epoch),
+        }
+
+    def topology(self) -> topology_pb2.Topology:
+        """A standalone node is a cluster of one."""
+        return topology_pb2.Topology(
+            epoch=self.epoch,
+            replication_factor=1,
+            nodes=[
+                topology_pb2.NodeInfo(
+                    id=self.node_id, address=self.address, weight=1.0, state=topology_pb2.UP
+                )
+            ],
+        )

@@ -1,0 +1,126 @@
+"""Wiring of the node process: gRPC server, health, reflection, metrics, signals.
+
+``memcluster node --config FILE`` ends up in :func:`run`. The server binds (port 0
+is fine), then prints one JSON line ``{"event": "ready", ...}`` with the real
+addresses, and writes the same object to ``--ready-file`` when given, so that
+whoever started it can connect without guessing ports. SIGTERM or SIGINT stops
+accepting requests, lets in-flight ones finish within ``server.grace_period``,
+moves the RAM tiers into the cold tier, and exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import socket
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import _async as health_aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from memcluster.common.config import NodeConfig
+from memcluster.node.metrics import serve_metrics
+from memcluster.node.runtime import NodeRuntime
+from memcluster.node.service import NodeService, PeerService, TopologyService
+from memcluster.wire import (
+    node_pb2,
+    node_pb2_grpc,
+    peer_pb2,
+    peer_pb2_grpc,
+    topology_pb2,
+    topology_pb2_grpc,
+)
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAMES = (
+    node_pb2.DESCRIPTOR.services_by_name["Node"].full_name,
+    peer_pb2.DESCRIPTOR.services_by_name["Peer"].full_name,
+    topology_pb2.DESCRIPTOR.services_by_name["TopologyService"].full_name,
+)
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+def split_host_port(address: str) -> tuple[str, int]:
+    """("127.0.0.1", 7400) from "127.0.0.1:7400"; IPv6 as "[::1]:7400"."""
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def _write_atomically(path: str, text: str) -> None:
+    tmp = Path(path + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+async def run(config: NodeConfig, ready_file: str | None = None) -> int:
+    """Serve until SIGTERM/SIGINT; returns the process exit code."""
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.so_reuseport", 0),
+            # Clients ping every 60 s while calls are in flight: do not treat that as abuse.
+            ("grpc.http2.min_ping_interval_without_data_ms", 30_000),
+            ("grpc.http2.max_ping_strikes", 0),
+        ]
+    )
+    port = server.add_insecure_port(config.server.listen)
+    if port == 0:
+        raise OSError(f"server.listen: cannot bind {config.server.listen}")
+    host, _ = split_host_port(config.server.listen)
+    address = config.server.advertise or f"{host}:{port}"
+    node_id = config.server.id or f"{socket.gethostname()}:{port}"
+    node = NodeRuntime(config, node_id, address)
+
+    node_pb2_grpc.add_NodeServicer_to_server(NodeService(node), server)
+    peer_pb2_grpc.add_PeerServicer_to_server(PeerService(node), server)
+    topology_pb2_grpc.add_TopologyServiceServicer_to_server(TopologyService(node), server)
+    health_servicer = health_aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+
+    metrics_server = None
+    metrics_address = ""
+    if config.server.metrics_listen:
+        mhost, mport = split_host_port(config.server.metrics_listen)
+        metrics_server, bound = serve_metrics(node, mhost, mport)
+        metrics_address = f"{mhost}:{bound}"
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    await server.start()
+    node.start()
+    for name in ("", *SERVICE_NAMES):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    ready = {
+        "event": "ready",
+        "node_id": node_id,
+        "address": address,
+        "metrics": metrics_address,
+        "cold_path": config.memory.tiers.cold.path if config.memory.tiers.cold.enabled else "",
+    }
+    line = json.dumps(ready)
+    if ready_file:
+        _write_atomically(ready_file, line)
+    print(line, flush=True)
+    log.info("node %s serving on %s", node_id, address)
+
+    await stop.wait()
+    log.info("shutting down: no new requests, %.0fs for in-flight ones", config.server.grace_period)
+    await health_servicer.enter_graceful_shutdown()
+    await server.stop(config.server.grace_period)
+    await node.close()
+    if metrics_server is not None:
+        metrics_server.shutdown()
+    print(json.dumps({"event": "stopped", "node_id": node_id}), flush=True)
+    return 0

@@ -1,0 +1,241 @@
+"""The node's gRPC servicers: decode, call the domain, encode, map errors. Nothing else."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import grpc
+
+from memcluster.common.errors import (
+    InternalError,
+    InvalidRequest,
+    MemclusterError,
+    trailing_metadata,
+)
+from memcluster.node.tiers.base import Item
+from memcluster.wire import (
+    items_pb2,
+    node_pb2,
+    node_pb2_grpc,
+    peer_pb2,
+    peer_pb2_grpc,
+    topology_pb2,
+    topology_pb2_grpc,
+)
+
+if TYPE_CHECKING:
+    from memcluster.node.runtime import NodeRuntime
+
+log = logging.getLogger(__name__)
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+Handler = Callable[[Any, Req, grpc.aio.ServicerContext[Req, Resp]], Awaitable[Resp]]
+
+TIER_ENUM = {"hot": items_pb2.HOT, "warm": items_pb2.WARM, "cold": items_pb2.COLD}
+
+
+def maps_errors(handler: Handler[Req, Resp]) -> Handler[Req, Resp]:
+    """Turn domain errors into gRPC statuses with actionable messages."""
+
+    @functools.wraps(handler)
+    async def wrapper(
+        self: Any, request: Req, context: grpc.aio.ServicerContext[Req, Resp]
+    ) -> Resp:
+        try:
+            return await handler(self, request, context)
+        except MemclusterError as exc:
+            exc.epoch = exc.epoch or self.node.epoch
+            await context.abort(exc.code, exc.message, trailing_metadata(exc))
+        except Exception as exc:
+            log.exception("%s failed", handler.__name__)
+            error = InternalError(f"{handler.__name__} failed on the node: {exc!r}")
+            await context.abort(error.code, error.message, trailing_metadata(error))
+        raise AssertionError("unreachable: context.abort raises")
+
+    return wrapper
+
+
+def entry(found: tuple[Item, str] | None) -> node_pb2.Entry:
+    """The wire form of a read result."""
+    if found is None:
+        return node_pb2.Entry(found=False)
+    item, tier = found
+    return node_pb2.Entry(
+        found=True,
+        value=item.value,
+        expires_at_ms=item.expires_ms,
+        priority=item.priority,
+        version=item.version,
+        tier=TIER_ENUM[tier],
+    )
+
+
+def item_to_wire(key: bytes, item: Item) -> items_pb2.Item:
+    """An Item with all its metadata, for peers."""
+    return items_pb2.Item(
+        key=key,
+        value=item.value,
+        version=item.version,
+        origin=item.origin,
+        expires_at_ms=item.expires_ms,
+        priority=item.priority,
+        tombstone=item.tombstone,
+    )
+
+
+def item_from_wire(msg: items_pb2.Item) -> Item:
+    """The domain Item a peer sent."""
+    if msg.tombstone and msg.value:
+        raise InvalidRequest(f"tombstone for key {msg.key[:64]!r} carries a value")
+    return Item(msg.value, msg.version, msg.origin, msg.expires_at_ms, msg.priority, msg.tombstone)
+
+
+def _ttl(msg: node_pb2.PutItem | node_pb2.TouchRequest) -> float | None:
+    return msg.ttl_seconds if msg.HasField("ttl_seconds") else None
+
+
+class NodeService(node_pb2_grpc.NodeServicer):
+    """Client-facing data service."""
+
+    def __init__(self, node: NodeRuntime) -> None:
+        self.node = node
+
+    @maps_errors
+    async def Get(self, request: node_pb2.GetRequest, context: Any) -> node_pb2.GetResponse:
+        found = self.node.store.get(request.key)
+        return node_pb2.GetResponse(entry=entry(found), epoch=self.node.epoch)
+
+    @maps_errors
+    async def Put(self, request: node_pb2.PutRequest, context: Any) -> node_pb2.PutResponse:
+        it = request.item
+        version = self.node.store.put(it.key, it.value, _ttl(it), it.priority)
+        return node_pb2.PutResponse(version=version, epoch=self.node.epoch)
+
+    @maps_errors
+    async def Delete(
+        self, request: node_pb2.DeleteRequest, context: Any
+    ) -> node_pb2.DeleteResponse:
+        existed, version = self.node.store.delete(request.key)
+        return node_pb2.DeleteResponse(existed=existed, version=version, epoch=self.node.epoch)
+
+    @maps_errors
+    async def GetMany(
+        self, request: node_pb2.GetManyRequest, context: Any
+    ) -> node_pb2.GetManyResponse:
+        self.node.check_batch(len(request.keys))
+        get = self.node.store.get
+        entries = [entry(get(key)) for key in request.keys]
+        return node_pb2.GetManyResponse(entries=entries, epoch=self.node.epoch)
+
+    @maps_errors
+    async def PutMany(
+        self, request: node_pb2.PutManyRequest, context: Any
+    ) -> node_pb2.PutManyResponse:
+        self.node.check_batch(len(request.items))
+        store = self.node.store
+        batch = [(it.key, it.value, _ttl(it), it.priority) for it in request.items]
+        # Validate everything first: a bad item rejects the batch with nothing applied.
+        for index, args in enumerate(batch):
+            store.validate_put(*args, where=f"items[{index}]")
+        versions = [store.put(*args) for args in batch]
+        return node_pb2.PutManyResponse(versions=versions, epoch=self.node.epoch)
+
+    @maps_errors
+    async def DeleteMany(
+        self, request: node_pb2.DeleteManyRequest, context: Any
+    ) -> node_pb2.DeleteManyResponse:
+        self.node.check_batch(len(request.keys))
+        store = self.node.store
+        for index, key in enumerate(request.keys):
+            store.validate_key(key, where=f"keys[{index}]")
+        existed = [store.delete(key)[0] for key in request.keys]
+        return node_pb2.DeleteManyResponse(existed=existed, epoch=self.node.epoch)
+
+    @maps_errors
+    async def Touch(self, request: node_pb2.TouchRequest, context: Any) -> node_pb2.TouchResponse:
+        priority = request.priority if request.HasField("priority") else None
+        item = self.node.store.touch(request.key, _ttl(request), priority)
+        return node_pb2.TouchResponse(
+            found=item is not None,
+            expires_at_ms=item.expires_ms if item else 0,
+            epoch=self.node.epoch,
+        )
+
+    @maps_errors
+    async def Stats(self, request: node_pb2.StatsRequest, context: Any) -> node_pb2.StatsResponse:
+        tiers = [
+            node_pb2.TierStats(
+                tier=TIER_ENUM[s.name],
+                enabled=True,
+                items=s.items,
+                bytes=s.bytes,
+                capacity=s.capacity,
+                hits=s.counters.hits,
+                misses=s.counters.misses,
+                promotions=s.counters.promotions,
+                demotions=s.counters.demotions,
+                evictions=s.counters.evictions,
+                expirations=s.counters.expirations,
+            )
+            for s in self.node.store.stats()
+        ]
+        return node_pb2.StatsResponse(
+            node_id=self.node.node_id,
+            tiers=tiers,
+            counters=self.node.counters(),
+            epoch=self.node.epoch,
+        )
+
+
+class PeerService(peer_pb2_grpc.PeerServicer):
+    """Node-to-node traffic: replication, fetch for repair, bulk transfer."""
+
+    def __init__(self, node: NodeRuntime) -> None:
+        self.node = node
+
+    @maps_errors
+    async def Replicate(
+        self, request: peer_pb2.ReplicateRequest, context: Any
+    ) -> peer_pb2.ReplicateResponse:
+        applied = self._apply(request.items)
+        return peer_pb2.ReplicateResponse(applied=applied, epoch=self.node.epoch)
+
+    @maps_errors
+    async def Fetch(self, request: peer_pb2.FetchRequest, context: Any) -> peer_pb2.FetchResponse:
+        self.node.check_batch(len(request.keys))
+        fetch = self.node.store.fetch
+        items = [item_to_wire(k, it) for k in request.keys if (it := fetch(k)) is not None]
+        return peer_pb2.FetchResponse(items=items, epoch=self.node.epoch)
+
+    @maps_errors
+    async def Transfer(
+        self, request_iterator: AsyncIterator[peer_pb2.ItemBatch], context: Any
+    ) -> peer_pb2.TransferSummary:
+        received = applied = 0
+        async for batch in request_iterator:
+            received += len(batch.items)
+            applied += self._apply(batch.items)
+        return peer_pb2.TransferSummary(received=received, applied=applied, epoch=self.node.epoch)
+
+    def _apply(self, items: Any) -> int:
+        self.node.check_batch(len(items))
+        decoded = [(msg.key, item_from_wire(msg)) for msg in items]
+        apply = self.node.store.apply
+        return sum(apply(key, item) for key, item in decoded)
+
+
+class TopologyService(topology_pb2_grpc.TopologyServiceServicer):
+    """Serves the topology this node routes by, so clients can bootstrap from any node."""
+
+    def __init__(self, node: NodeRuntime) -> None:
+        self.node = node
+
+    @maps_errors
+    async def GetTopology(
+        self, request: topology_pb2.GetTopologyRequest, context: Any
+    ) -> topology_pb2.Topology:
+        return self.node.topology()

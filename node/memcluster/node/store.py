@@ -1,0 +1,343 @@
+"""Tier orchestration: one key lives in exactly one tier; items flow down and back up.
+
+Writes land in the first enabled tier (hot). A tier over capacity hands its
+eviction victims to the next tier down (demotion); the last tier drops them
+(eviction). Items idle past a tier's residence ttl move down too. A read that
+finds an item in a lower tier moves it back to the top (promotion) unless
+``promote_on_read`` is off. Deletes write tombstones that expire after
+``tombstone_ttl``, so that a replica that missed the delete cannot resurrect the
+key. Every write carries a hybrid-logical-clock version; ``apply`` (replication,
+transfer) keeps whichever write is newer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from memcluster.common.clock import Clock, SystemClock
+from memcluster.common.config import LimitsConfig, MemoryConfig
+from memcluster.common.errors import InvalidRequest
+from memcluster.common.versions import HybridClock
+from memcluster.node.tiers.base import Item, Tier
+from memcluster.node.tiers.cold import ColdTier
+from memcluster.node.tiers.memory import HotTier, WarmTier
+from memcluster.node.tiers.record import PRIORITY_MAX, PRIORITY_MIN
+
+FLUSH_BATCH = 1000
+
+
+@dataclass(slots=True)
+class TierCounters:
+    """What happened in one tier since the node started."""
+
+    hits: int = 0
+    misses: int = 0
+    promotions: int = 0  # items this tier handed up on a read
+    demotions: int = 0  # items this tier handed down
+    evictions: int = 0  # items dropped for good (last tier only)
+    expirations: int = 0  # items removed because their own expiry passed
+
+
+@dataclass(frozen=True, slots=True)
+class TierStats:
+    """A snapshot of one tier for the stats RPC and the metrics endpoint."""
+
+    name: str
+    items: int
+    bytes: int
+    capacity: int
+    counters: TierCounters
+
+
+class TieredStore:
+    """The node's storage: hot -> warm -> cold, single-threaded (the event loop's)."""
+
+    def __init__(
+        self,
+        memory: MemoryConfig,
+        limits: LimitsConfig,
+        *,
+        origin: int = 0,
+        clock: Clock | None = None,
+        cold_path: str | None = None,
+    ) -> None:
+        self._clock = clock or SystemClock()
+        self._limits = limits
+        self._memory = memory
+        self.origin = origin
+        self.hlc = HybridClock(self._clock)
+        t = memory.tiers
+        tiers: list[Tier] = []
+        if t.hot.enabled:
+            tiers.append(HotTier(t.hot.capacity, ttl=t.hot.ttl, eviction=t.hot.eviction))
+        if t.warm.enabled:
+            tiers.append(
+                WarmTier(
+                    t.warm.capacity,
+                    compression_level=t.warm.compression_level,
+                    ttl=t.warm.ttl,
+                    eviction=t.hot.eviction,
+                )
+            )
+        if t.cold.enabled:
+            path = cold_path or t.cold.path
+            Path(path).mkdir(parents=True, exist_ok=True)
+            tiers.append(
+                ColdTier(path, t.cold.capacity, t.cold.compression_level, clock=self._clock)
+            )
+        if not tiers:
+            raise ValueError("memory.tiers: at least one tier must be enabled")
+        self.tiers = tiers
+        self.counters = {tier.name: TierCounters() for tier in tiers}
+        self.churn_bytes = 0  # bytes written into plus removed from tiers
+        self.configured_hot_capacity = tiers[0].capacity
+
+    # -- reads ---------------------------------------------------------------
+
+    def get(self, key: bytes) -> tuple[Item, str] | None:
+        """The live item for ``key`` and the tier that served it, promoting it on a hit."""
+        self.validate_key(key)
+        now = self._clock.now()
+        for depth, tier in enumerate(self.tiers):
+            item = tier.get(key, now)
+            counters = self.counters[tier.name]
+            if item is None:
+                counters.misses += 1
+                continue
+            if item.expired(int(now * 1000)):
+                tier.pop(key)
+                counters.expirations += 1
+                return None
+            if item.tombstone:
+                counters.misses += 1
+                return None
+            counters.hits += 1
+            if depth and self._memory.promote_on_read:
+                tier.pop(key)
+                counters.promotions += 1
+                self._land(key, item, now)
+            return item, tier.name
+        return None
+
+    def fetch(self, key: bytes) -> Item | None:
+        """The stored item (tombstones included, expired excluded) without touching recency."""
+        now_ms = int(self._clock.now() * 1000)
+        item = self._peek(key)
+        return None if item is None or item.expired(now_ms) else item
+
+    # -- writes --------------------------------------------------------------
+
+    def put(self, key: bytes, value: bytes, ttl: float | None = None, priority: int = 0) -> int:
+        """Store a new value; returns its version."""
+        self.validate_put(key, value, ttl, priority)
+        now = self._clock.now()
+        version = self.hlc.now()
+        item = Item(value, version, self.origin, self._expiry(ttl, now), priority)
+        self._write(key, item, now)
+        return version
+
+    def delete(self, key: bytes) -> tuple[bool, int]:
+        """Replace the item with a tombstone; returns (a live item existed, version)."""
+        self.validate_key(key)
+        now = self._clock.now()
+        existing = self._peek(key)
+        existed = (
+            existing is not None
+            and not existing.tombstone
+            and not existing.expired(int(now * 1000))
+        )
+        version = self.hlc.now()
+        expires = int((now + self._memory.tombstone_ttl) * 1000)
+        self._write(key, Item(b"", version, self.origin, expires, 0, tombstone=True), now)
+        return existed, version
+
+    def touch(self, key: bytes, ttl: float | None, priority: int | None = None) -> Item | None:
+        """Give a live item a new expiry (None: never) and optionally a new priority."""
+        self.validate_key(key)
+        if ttl is not None:
+            self.validate_put(key, b"", ttl)
+        if priority is not None:
+            self.validate_priority(priority)
+        now = self._clock.now()
+        item = self._peek(key)
+        if item is None or item.tombstone or item.expired(int(now * 1000)):
+            return None
+        item.expires_ms = self._expiry(ttl, now)
+        if priority is not None:
+            item.priority = priority
+        item.version = self.hlc.now()
+        item.origin = self.origin
+        self._write(key, item, now)
+        return item
+
+    def apply(self, key: bytes, item: Item) -> bool:
+        """Store a write made elsewhere if it beats what is held (last writer wins)."""
+        self.validate_key(key)
+        now = self._clock.now()
+        if item.expired(int(now * 1000)):
+            return False
+        self.hlc.observe(item.version)
+        held = self._peek(key)
+        if held is not None and held.order() >= item.order():
+            return False
+        self._write(key, item, now)
+        return True
+
+    # -- background work -----------------------------------------------------
+
+    def maintenance_step(self, budget: int) -> int:
+        """Expire and demote at most ``budget`` items per tier; returns items handled."""
+        now = self._clock.now()
+        handled = 0
+        for depth, tier in enumerate(self.tiers):
+            expired = tier.pop_expired(now, budget)
+            self.counters[tier.name].expirations += len(expired)
+            self._churn(expired)
+            idle = tier.pop_idle(now, budget)
+            handled += len(expired) + len(idle)
+            if idle:
+                self._hand_down(depth, idle, now)
+        return handled
+
+    def set_hot_capacity(self, capacity: int) -> int:
+        """Resize the top tier (memory pressure); returns how many items moved down."""
+        top = self.tiers[0]
+        top.capacity = max(capacity, 0)
+        victims = top.evict_overflow(self._clock.now())
+        self._hand_down(0, victims, self._clock.now())
+        return len(victims)
+
+    def flush_down(self) -> int:
+        """Move every item of the RAM tiers into the cold tier (planned shutdown)."""
+        if len(self.tiers) < 2 or not isinstance(self.tiers[-1], ColdTier):
+            return 0
+        cold = self.tiers[-1]
+        now = self._clock.now()
+        moved = 0
+        for depth, tier in enumerate(self.tiers[:-1]):
+            batch: list[tuple[bytes, Item]] = []
+            for key, _item in tier.scan():
+                popped = tier.pop(key)
+                if popped is None or popped.expired(int(now * 1000)):
+                    continue
+                batch.append((key, popped))
+                if len(batch) >= FLUSH_BATCH:
+                    moved += self._flush_batch(cold, depth, batch, now)
+                    batch = []
+            moved += self._flush_batch(cold, depth, batch, now)
+        cold.evict_overflow(now)
+        return moved
+
+    def scan(self) -> Iterator[tuple[bytes, Item]]:
+        """Every stored item (tombstones included), tier by tier."""
+        for tier in self.tiers:
+            yield from tier.scan()
+
+    def stats(self) -> list[TierStats]:
+        """Per-tier items, bytes, capacity and counters."""
+        return [
+            TierStats(t.name, len(t), t.bytes_held, t.capacity, self.counters[t.name])
+            for t in self.tiers
+        ]
+
+    def close(self) -> None:
+        """Close every tier (the cold tier's files included)."""
+        for tier in self.tiers:
+            tier.close()
+
+    # -- internals -----------------------------------------------------------
+
+    def _peek(self, key: bytes) -> Item | None:
+        for tier in self.tiers:
+            item = tier.peek(key)
+            if item is not None:
+                return item
+        return None
+
+    def _write(self, key: bytes, item: Item, now: float) -> None:
+        for tier in self.tiers[1:]:
+            if key in tier:
+                removed = tier.pop(key)
+                if removed is not None:
+                    self.churn_bytes += len(key) + len(removed.value)
+        self._land(key, item, now)
+
+    def _land(self, key: bytes, item: Item, now: float) -> None:
+        top = self.tiers[0]
+        top.put(key, item, now)
+        self.churn_bytes += len(key) + len(item.value)
+        victims = top.evict_overflow(now)
+        if victims:
+            self._hand_down(0, victims, now)
+
+    def _hand_down(self, depth: int, items: list[tuple[bytes, Item]], now: float) -> None:
+        """Items leaving tier ``depth``: into the next tier, or gone from the last."""
+        while items:
+            source = self.counters[self.tiers[depth].name]
+            now_ms = int(now * 1000)
+            live = [(k, i) for k, i in items if not i.expired(now_ms)]
+            source.expirations += len(items) - len(live)
+            if depth + 1 >= len(self.tiers):
+                source.evictions += len(live)
+                self._churn(live)
+                return
+            source.demotions += len(live)
+            below = self.tiers[depth + 1]
+            below.put_many(live, now)
+            items = below.evict_overflow(now)
+            depth += 1
+
+    def _flush_batch(
+        self, cold: Tier, depth: int, batch: list[tuple[bytes, Item]], now: float
+    ) -> int:
+        if batch:
+            cold.put_many(batch, now)
+            self.counters[self.tiers[depth].name].demotions += len(batch)
+        return len(batch)
+
+    def _churn(self, items: Iterable[tuple[bytes, Item]]) -> None:
+        self.churn_bytes += sum(len(k) + len(i.value) for k, i in items)
+
+    def _expiry(self, ttl: float | None, now: float) -> int:
+        return 0 if ttl is None else int((now + ttl) * 1000)
+
+    # -- validation: every message names the field and the limit to respect ---
+
+    def validate_key(self, key: bytes, where: str = "key") -> None:
+        """Raise InvalidRequest unless ``key`` is 1..max_key_bytes bytes."""
+        if not key:
+            raise InvalidRequest(f"{where}: key must not be empty")
+        if len(key) > self._limits.max_key_bytes:
+            raise InvalidRequest(
+                f"{where}: key is {len(key)} bytes; the limit is "
+                f"{self._limits.max_key_bytes} (limits.max_key_bytes)"
+            )
+
+    def validate_put(
+        self,
+        key: bytes,
+        value: bytes,
+        ttl: float | None = None,
+        priority: int = 0,
+        where: str = "item",
+    ) -> None:
+        """Raise InvalidRequest unless a put of these arguments would be accepted."""
+        self.validate_key(key, where)
+        if len(value) > self._limits.max_value_bytes:
+            raise InvalidRequest(
+                f"{where}: value is {len(value)} bytes; the limit is "
+                f"{self._limits.max_value_bytes} (limits.max_value_bytes)"
+            )
+        if ttl is not None and not (0 < ttl < 10**10):
+            raise InvalidRequest(f"{where}: ttl must be a positive number of seconds, got {ttl}")
+        self.validate_priority(priority, where)
+
+    @staticmethod
+    def validate_priority(priority: int, where: str = "priority") -> None:
+        """Raise InvalidRequest unless ``priority`` fits the record's 16 bits."""
+        if not PRIORITY_MIN <= priority <= PRIORITY_MAX:
+            raise InvalidRequest(
+                f"{where}: priority {priority} is outside {PRIORITY_MIN}..{PRIORITY_MAX}"
+            )

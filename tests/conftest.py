@@ -1,0 +1,20 @@
+"""Shared fixtures."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.harness import NodeFactory
+
+
+@pytest.fixture
+def nodes(tmp_path: Path) -> Iterator[NodeFactory]:
+    """Start real node processes; all are killed at teardown."""
+    factory = NodeFactory(tmp_path)
+    try:
+        yield factory
+    finally:
+        factory.close()

@@ -1,0 +1,237 @@
+"""Tier orchestration with an injected clock: demotion, promotion, expiry, versions."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from memcluster.common.clock import ManualClock
+from memcluster.common.config import NodeConfig
+from memcluster.common.errors import InvalidRequest
+from memcluster.node.store import TieredStore
+from memcluster.node.tiers.base import Item
+
+
+def make_store(tmp_path: Path, clock: ManualClock, **memory: Any) -> TieredStore:
+    tiers = {
+        "hot": {"capacity": "20KB", "ttl": "1h", "eviction": "lru"},
+        "warm": {"capacity": "20KB", "ttl": "1d"},
+        "cold": {"capacity": "1MB", "path": str(tmp_path / "cold")},
+    }
+    for name, overrides in memory.pop("tiers", {}).items():
+        tiers[name].update(overrides)
+    config = NodeConfig.from_mapping({"memory": {"tiers": tiers, **memory}})
+    return TieredStore(config.memory, config.limits, origin=1, clock=clock)
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def store(tmp_path: Path, clock: ManualClock) -> Iterator[TieredStore]:
+    s = make_store(tmp_path, clock)
+    yield s
+    s.close()
+
+
+def doc(i: int) -> bytes:
+    return json.dumps({"id": i, "name": f"user-{i}", "bio": "lorem ipsum " * 10}).encode()
+
+
+def where(store: TieredStore, key: bytes) -> list[str]:
+    return [t.name for t in store.tiers if key in t]
+
+
+def test_overflow_flows_down_and_every_key_lives_in_one_tier(store: TieredStore) -> None:
+    for i in range(500):
+        store.put(f"k{i}".encode(), doc(i))
+    held = {t.name: len(t) for t in store.tiers}
+    assert held["warm"] > 0 and held["cold"] > 0
+    assert sum(held.values()) == 500
+    assert all(t.bytes_held <= t.capacity for t in store.tiers)
+    for i in range(500):
+        assert len(where(store, f"k{i}".encode())) == 1
+    assert store.counters["hot"].demotions > 0 and store.counters["warm"].demotions > 0
+
+
+def test_read_promotes_from_cold(store: TieredStore) -> None:
+    for i in range(500):
+        store.put(f"k{i}".encode(), doc(i))
+    assert where(store, b"k0") == ["cold"]
+    found = store.get(b"k0")
+    assert found is not None and found[0].value == doc(0) and found[1] == "cold"
+    assert where(store, b"k0") == ["hot"]
+    assert store.counters["cold"].promotions == 1
+    assert store.counters["cold"].hits == 1 and store.counters["hot"].misses == 1
+
+
+def test_no_promotion_when_disabled(tmp_path: Path, clock: ManualClock) -> None:
+    store = make_store(tmp_path, clock, promote_on_read=False)
+    for i in range(500):
+        store.put(f"k{i}".encode(), doc(i))
+    assert store.get(b"k0") is not None
+    assert where(store, b"k0") == ["cold"]
+    store.close()
+
+
+def test_idle_items_move_down_in_bounded_steps(store: TieredStore, clock: ManualClock) -> None:
+    for i in range(30):
+        store.put(f"k{i}".encode(), b"v")
+    clock.advance(3601)
+    assert store.maintenance_step(10) == 10
+    assert len(store.tiers[0]) == 20
+    while store.maintenance_step(10):
+        pass
+    assert len(store.tiers[0]) == 0 and len(store.tiers[1]) == 30
+    clock.advance(86401)
+    while store.maintenance_step(100):
+        pass
+    assert len(store.tiers[2]) == 30
+    assert store.get(b"k3") is not None
+
+
+def test_expiry_everywhere(store: TieredStore, clock: ManualClock) -> None:
+    for i in range(500):
+        store.put(f"k{i}".encode(), doc(i), ttl=60)
+    clock.advance(61)
+    assert store.get(b"k0") is None and store.get(b"k499") is None
+    while store.maintenance_step(100):
+        pass
+    assert sum(len(t) for t in store.tiers) == 0
+    assert sum(c.expirations for c in store.counters.values()) == 500
+
+
+def test_delete_leaves_a_tombstone_that_is_collected(
+    store: TieredStore, clock: ManualClock
+) -> None:
+    store.put(b"k", b"v")
+    existed, version = store.delete(b"k")
+    assert existed and store.get(b"k") is None
+    tomb = store.fetch(b"k")
+    assert tomb is not None and tomb.tombstone and tomb.version == version
+    assert store.delete(b"k")[0] is False
+    # A stale replicated write cannot resurrect the key...
+    assert not store.apply(b"k", Item(b"old", version - 1, 2))
+    assert store.get(b"k") is None
+    clock.advance(3601)  # ...until the tombstone's grace period (tombstone_ttl) ends.
+    while store.maintenance_step(100):
+        pass
+    assert store.fetch(b"k") is None
+
+
+def test_apply_is_last_writer_wins(store: TieredStore) -> None:
+    v1 = store.put(b"k", b"mine")
+    assert store.apply(b"k", Item(b"theirs", v1 + 10, 9))
+    assert store.get(b"k")[0].value == b"theirs"  # type: ignore[index]
+    assert not store.apply(b"k", Item(b"older", v1 + 5, 9))
+    assert store.put(b"k", b"later") > v1 + 10, "the clock moved past the observed version"
+
+
+def test_touch_changes_expiry_and_priority(store: TieredStore, clock: ManualClock) -> None:
+    store.put(b"k", b"v", ttl=10)
+    item = store.touch(b"k", ttl=None, priority=7)
+    assert item is not None and item.expires_ms == 0 and item.priority == 7
+    clock.advance(20)
+    assert store.get(b"k") is not None
+    assert store.touch(b"absent", ttl=5) is None
+
+
+def test_flush_down_moves_ram_tiers_to_cold(store: TieredStore) -> None:
+    for i in range(300):
+        store.put(f"k{i}".encode(), doc(i))
+    assert store.flush_down() > 0
+    assert len(store.tiers[0]) == len(store.tiers[1]) == 0
+    assert len(store.tiers[2]) == 300
+
+
+def test_shrinking_hot_moves_items_down(store: TieredStore) -> None:
+    for i in range(20):
+        store.put(f"k{i}".encode(), doc(i))
+    before = len(store.tiers[0])
+    moved = store.set_hot_capacity(store.tiers[0].capacity // 4)
+    assert moved > 0 and len(store.tiers[0]) == before - moved
+    assert store.tiers[0].bytes_held <= store.tiers[0].capacity
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((b"", b"v"), "must not be empty"),
+        ((b"k" * 1025, b"v"), "max_key_bytes"),
+        ((b"k", b"v", -1.0), "ttl"),
+        ((b"k", b"v", 0.0), "ttl"),
+        ((b"k", b"v", None, 40000), "priority"),
+    ],
+)
+def test_bad_input(store: TieredStore, args: tuple[Any, ...], message: str) -> None:
+    with pytest.raises(InvalidRequest, match=message):
+        store.put(*args)
+    assert sum(len(t) for t in store.tiers) == 0
+
+
+def test_only_cold_tier(tmp_path: Path, clock: ManualClock) -> None:
+    store = make_store(
+        tmp_path, clock, tiers={"hot": {"enabled": False}, "warm": {"enabled": False}}
+    )
+    store.put(b"k", b"v")
+    assert store.get(b"k") == (Item(b"v", store.fetch(b"k").version, 1), "cold")  # type: ignore[union-attr]
+    store.close()
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["put", "get", "delete", "tick"]),
+            st.integers(0, 60),
+            st.integers(0, 800),
+        ),
+        max_size=120,
+    )
+)
+def test_property_nothing_lost_nothing_duplicated(
+    tmp_path_factory: pytest.TempPathFactory, ops: list[tuple[str, int, int]]
+) -> None:
+    clock = ManualClock()
+    store = make_store(
+        tmp_path_factory.mktemp("s"),
+        clock,
+        tiers={
+            "hot": {"capacity": "4KB"},
+            "warm": {"capacity": "4KB"},
+            "cold": {"capacity": "1GB"},
+        },
+    )
+    model: dict[bytes, bytes] = {}
+    try:
+        for op, k, size in ops:
+            key = b"key%d" % k
+            if op == "put":
+                value = bytes([k % 251]) * size
+                store.put(key, value)
+                model[key] = value
+            elif op == "get":
+                found = store.get(key)
+                assert (found[0].value if found else None) == model.get(key)
+            elif op == "delete":
+                assert store.delete(key)[0] == (key in model)
+                model.pop(key, None)
+            else:
+                clock.advance(1800)
+                store.maintenance_step(50)
+            for key in model:
+                assert len(where(store, key)) == 1, "each key lives in exactly one tier"
+            assert all(t.bytes_held <= t.capacity for t in store.tiers)
+        assert {k: store.get(k)[0].value for k in model} == model  # type: ignore[index]
+    finally:
+        store.close()
