@@ -1,29 +1,20 @@
 """Real node processes for component and integration tests.
 
-A node is started as `python -m memcluster.cli.main node` with a config file in a
-temporary directory; the harness reads the node's "ready" JSON line (real port
-numbers, since nodes bind port 0) from its stdout, with a deadline. Every process
-started here is stopped at teardown, also when the test fails.
+Nodes are started through the product's own launcher (memcluster.cli.procs), in a
+temporary directory, with tiny tiers so that little data shows demotion. Every
+process started here is killed at teardown, also when the test fails.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import selectors
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-START_TIMEOUT = 30.0
-STOP_TIMEOUT = 30.0
+from memcluster.cli.procs import ManagedProcess
 
 
 def wait_until(
@@ -38,7 +29,7 @@ def wait_until(
 
 
 def small_config(data_dir: Path, **overrides: Any) -> dict[str, Any]:
-    """A node config with tiny tiers, so that tests see demotion with little data."""
+    """A node config with tiny tiers; ``overrides`` use dotted keys."""
     config: dict[str, Any] = {
         "server": {"listen": "127.0.0.1:0", "metrics_listen": "127.0.0.1:0", "grace_period": "5s"},
         "memory": {
@@ -59,113 +50,15 @@ def small_config(data_dir: Path, **overrides: Any) -> dict[str, Any]:
     return config
 
 
-@dataclass
-class NodeProcess:
-    """One node process and what it reported when ready."""
-
-    config_path: Path
-    log_path: Path
-    proc: subprocess.Popen[bytes] | None = None
-    ready: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def address(self) -> str:
-        return str(self.ready["address"])
-
-    @property
-    def metrics(self) -> str:
-        return str(self.ready["metrics"])
-
-    def start(self) -> NodeProcess:
-        """Start the process and wait for its ready line."""
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "memcluster.cli.main",
-                "node",
-                "--config",
-                str(self.config_path),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=log,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        log.close()
-        self.ready = self._read_event("ready", START_TIMEOUT)
-        return self
-
-    def _read_event(self, event: str, timeout: float) -> dict[str, Any]:
-        assert self.proc is not None and self.proc.stdout is not None
-        deadline = time.monotonic() + timeout
-        buffer = b""
-        with selectors.DefaultSelector() as sel:
-            sel.register(self.proc.stdout, selectors.EVENT_READ)
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError(
-                        f"node did not report {event!r} in {timeout}s; {self.tail()}"
-                    )
-                if not sel.select(left):
-                    continue
-                chunk = os.read(self.proc.stdout.fileno(), 65536)
-                if not chunk:
-                    raise RuntimeError(f"node exited before {event!r}; {self.tail()}")
-                buffer += chunk
-                while b"\n" in buffer:
-                    line, buffer = buffer.split(b"\n", 1)
-                    try:
-                        message = json.loads(line)
-                    except ValueError:
-                        continue
-                    if message.get("event") == event:
-                        return dict(message)
-
-    def tail(self, lines: int = 30) -> str:
-        """The end of the node's log, for failure messages."""
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        return "log tail:\n" + "\n".join(text.splitlines()[-lines:])
-
-    def signal(self, sig: int) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
-
-    def wait(self, timeout: float = STOP_TIMEOUT) -> int:
-        """Wait for the process to exit; returns its exit code."""
-        assert self.proc is not None
-        code = self.proc.wait(timeout)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-        return code
-
-    def kill9(self) -> None:
-        """SIGKILL: no shutdown code runs."""
-        self.signal(signal.SIGKILL)
-        self.wait()
-
-    def stop(self) -> int:
-        """SIGTERM and wait (SIGKILL if it hangs past the timeout)."""
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else 0
-        self.signal(signal.SIGTERM)
-        try:
-            return self.wait()
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-            raise
-
-
 class NodeFactory:
-    """Makes NodeProcesses under one directory; stops them all on close()."""
+    """Makes node processes under one directory; kills them all on close()."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.nodes: list[NodeProcess] = []
+        self.nodes: list[ManagedProcess] = []
 
     def config(self, name: str, **overrides: Any) -> Path:
+        """The config file of node ``name`` (written on first use or when overridden)."""
         data_dir = self.root / name
         data_dir.mkdir(parents=True, exist_ok=True)
         path = data_dir / "node.yaml"
@@ -173,16 +66,13 @@ class NodeFactory:
             path.write_text(yaml.safe_dump(small_config(data_dir, **overrides)))
         return path
 
-    def start(self, name: str = "n1", **overrides: Any) -> NodeProcess:
-        path = self.config(name, **overrides)
-        node = NodeProcess(path, path.parent / "node.log")
+    def start(self, name: str = "n1", **overrides: Any) -> ManagedProcess:
+        """Start node ``name`` and wait until it serves."""
+        node = ManagedProcess.node(self.config(name, **overrides))
         self.nodes.append(node)
         return node.start()
 
     def close(self) -> None:
+        """Kill every process started here."""
         for node in self.nodes:
-            if node.proc is not None and node.proc.poll() is None:
-                node.proc.kill()
-                node.proc.wait(10)
-            if node.proc is not None and node.proc.stdout is not None:
-                node.proc.stdout.close()
+            node.kill()

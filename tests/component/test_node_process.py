@@ -108,7 +108,11 @@ def test_tiers_demote_promote_and_report(nodes: NodeFactory) -> None:
         assert c.stats()["tiers"]["cold"]["promotions"] >= 1
         assert c.get_many(keys) == {k: doc(i) for i, k in enumerate(keys)}
 
-    body = urllib.request.urlopen(f"http://{node.metrics}/metrics", timeout=10).read().decode()
+    body = (
+        urllib.request.urlopen(f"http://{node.ready['metrics']}/metrics", timeout=10)
+        .read()
+        .decode()
+    )
     assert "memcluster_tier_items{node=" in body
     for name in (
         "memcluster_tier_hits_total",
@@ -169,7 +173,7 @@ def test_kill_9_restart_serves_cold_data(nodes: NodeFactory) -> None:
         c.put_many(data)
         in_cold = {k for k in data if c.get_entry(k).tier == "cold"}  # type: ignore[union-attr]
     assert len(in_cold) > 100
-    node.kill9()
+    node.kill()
     again = nodes.start("n1")
     with Client(again.address) as c:
         assert c.get_many(list(in_cold)) == {k: data[k] for k in in_cold}

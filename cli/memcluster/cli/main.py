@@ -86,6 +86,13 @@ def cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Start a node, run a short workload, show the tiers."""
+    from memcluster.cli.demo import run_demo
+
+    return run_demo(args.data_dir, args.items)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and docs)."""
     parser = argparse.ArgumentParser(prog="memcluster", description=__doc__.splitlines()[0])
@@ -96,6 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--ready-file", help="write the ready JSON (addresses) to this file")
     node.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     node.set_defaults(func=cmd_node)
+
+    demo = sub.add_parser("demo", help="start a node, run a short workload, show the tiers")
+    demo.add_argument("--data-dir", help="keep the node's data here (default: a temporary dir)")
+    demo.add_argument("--items", type=int, default=20_000, help="documents to write")
+    demo.set_defaults(func=cmd_demo)
 
     config = sub.add_parser("config", help="validate a configuration and print it")
     config.add_argument("--config", help="YAML or TOML file")

@@ -157,8 +157,9 @@ class ColdTier:
         self._order = self._env.open_db(b"order")
         self._seq = self._env.open_db(b"seq")
         self._meta = self._env.open_db(b"meta")
-        if self._env.max_key_size() < RAW_KEY_MAX:
-            raise InternalError(f"LMDB takes keys of {self._env.max_key_size()} bytes at most")
+        if (limit := self._env.max_key_size()) < RAW_KEY_MAX:  # a build with a smaller one
+            self._env.close()
+            raise InternalError(f"LMDB takes keys of {limit} bytes at most; need {RAW_KEY_MAX}")
         self._psize = self._env.stat()["psize"]
         # LMDB moves a value to overflow pages of its own when its node outgrows this.
         self._node_max = (((self._psize - _PAGE_HEADER) // 2) & ~1) - 2
