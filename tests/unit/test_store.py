@@ -113,7 +113,8 @@ def test_delete_leaves_a_tombstone_that_is_collected(
     store: TieredStore, clock: ManualClock
 ) -> None:
     store.put(b"k", b"v")
-    existed, version = store.delete(b"k")
+    existed, tombstone = store.delete(b"k")
+    version = tombstone.version
     assert existed and store.get(b"k") is None
     tomb = store.fetch(b"k")
     assert tomb is not None and tomb.tombstone and tomb.version == version

@@ -43,14 +43,20 @@ __all__ = [
     "NON_CONFIG_ENV",
     "ColdTierConfig",
     "ConfigError",
+    "CoordinatorClusterConfig",
+    "CoordinatorConfig",
     "HotTierConfig",
     "LimitsConfig",
+    "LoadConfig",
     "MemoryConfig",
+    "NodeClusterConfig",
     "NodeConfig",
     "PressureConfig",
     "ServerConfig",
     "TiersConfig",
+    "TopologyConfig",
     "WarmTierConfig",
+    "etcd_endpoints",
     "format_duration",
     "format_size",
     "parse_duration",
@@ -347,12 +353,95 @@ class ServerConfig(_Section):
 
 
 @dataclass(frozen=True, slots=True)
-class NodeConfig(_Section):
-    """Everything a node process is configured with."""
+class NodeClusterConfig(_Section):
+    """How a node joins a cluster. ``etcd`` empty: a standalone node, a cluster of one.
 
-    server: ServerConfig = field(default_factory=ServerConfig)
-    limits: LimitsConfig = field(default_factory=LimitsConfig)
-    memory: MemoryConfig = field(default_factory=MemoryConfig)
+    ``etcd`` is a comma-separated list of host:port endpoints. The node registers under a
+    lease of ``lease_ttl`` and keeps it alive; ``weight`` is its ring weight (1.0 a standard
+    share). Writes wait ``replication_timeout`` for replica acknowledgements. Rebalancing
+    streams items in batches of ``migration_batch`` at most ``migration_rate`` bytes/s.
+    """
+
+    name: str = "memcluster"
+    etcd: str = ""
+    lease_ttl: _Duration = 5.0
+    weight: float = 1.0
+    replication_timeout: _Duration = 2.0
+    migration_rate: _Size = 64 * _MB
+    migration_batch: int = 500
+    load_interval: _Duration = 2.0
+
+    def _check(self) -> list[tuple[str, str]]:
+        problems = _etcd_problems(self.etcd, self.lease_ttl)
+        if not 0 < self.weight <= 100:
+            problems.append(("weight", f"{self.weight} is outside (0, 100]"))
+        for name in ("replication_timeout", "load_interval"):
+            if getattr(self, name) <= 0:
+                problems.append((name, "must be above 0"))
+        return problems + _at_least_1(self, "migration_rate", "migration_batch")
+
+
+@dataclass(frozen=True, slots=True)
+class CoordinatorClusterConfig(_Section):
+    """The cluster a coordinator manages (same ``name`` and ``etcd`` as its nodes)."""
+
+    name: str = "memcluster"
+    etcd: str = "127.0.0.1:2379"
+    lease_ttl: _Duration = 5.0
+
+    def _check(self) -> list[tuple[str, str]]:
+        if not self.etcd:
+            return [("etcd", "a coordinator needs etcd endpoints (host:port, comma-separated)")]
+        return _etcd_problems(self.etcd, self.lease_ttl)
+
+
+@dataclass(frozen=True, slots=True)
+class TopologyConfig(_Section):
+    """Placement policy: replicas per key, partitions (fixed once the cluster exists), and
+    ``down_after``: how long a node's lease may lapse before it leaves the ring."""
+
+    replication_factor: int = 2
+    partitions: int = 1024
+    down_after: _Duration = 10.0
+
+    def _check(self) -> list[tuple[str, str]]:
+        problems = _at_least_1(self, "replication_factor", "partitions")
+        if self.partitions > 65536:
+            problems.append(("partitions", f"{self.partitions} is above 65536"))
+        if self.down_after <= 0:
+            problems.append(("down_after", "must be above 0"))
+        return problems
+
+
+@dataclass(frozen=True, slots=True)
+class LoadConfig(_Section):
+    """Load balancing: a node whose ops/s stays above ``overload_factor`` x the cluster mean
+    for ``sustain`` checks loses ``step`` of ring weight (never below ``min_weight``), at most
+    once per ``cooldown``; it regains weight once back under the mean."""
+
+    enabled: bool = True
+    check_interval: _Duration = 5.0
+    overload_factor: float = 1.5
+    sustain: int = 3
+    step: float = 0.25
+    min_weight: float = 0.25
+    cooldown: _Duration = 60.0
+
+    def _check(self) -> list[tuple[str, str]]:
+        problems = _at_least_1(self, "sustain")
+        if self.overload_factor <= 1:
+            problems.append(("overload_factor", "must be above 1"))
+        if not 0 < self.step < 1:
+            problems.append(("step", "must be between 0 and 1"))
+        if not 0 < self.min_weight <= 1:
+            problems.append(("min_weight", "must be in (0, 1]"))
+        return problems
+
+
+class _ProcessConfig(_Section):
+    """A whole process's settings: read from a file and ``MEMCLUSTER_*`` variables."""
+
+    __slots__ = ()
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> Self:
@@ -374,6 +463,46 @@ class NodeConfig(_Section):
         data = _read_file(path) if path else {}
         overrides, origins = _env_mapping(env)
         return _read(cls, _merge(data, overrides), origins)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig(_ProcessConfig):
+    """Everything a node process is configured with."""
+
+    server: ServerConfig = field(default_factory=ServerConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+    cluster: NodeClusterConfig = field(default_factory=NodeClusterConfig)
+
+
+@dataclass(frozen=True, slots=True)
+class CoordinatorConfig(_ProcessConfig):
+    """Everything a coordinator process is configured with."""
+
+    server: ServerConfig = field(
+        default_factory=lambda: ServerConfig(listen="127.0.0.1:7500", metrics_listen="")
+    )
+    cluster: CoordinatorClusterConfig = field(default_factory=CoordinatorClusterConfig)
+    topology: TopologyConfig = field(default_factory=TopologyConfig)
+    balancing: LoadConfig = field(default_factory=LoadConfig)
+
+
+def etcd_endpoints(etcd: str) -> list[str]:
+    """The endpoints of a comma-separated ``etcd`` setting."""
+    return [e.strip() for e in etcd.split(",") if e.strip()]
+
+
+def _etcd_problems(etcd: str, lease_ttl: float) -> list[tuple[str, str]]:
+    problems = [
+        ("etcd", f"{endpoint!r}: {problem}")
+        for endpoint in etcd_endpoints(etcd)
+        if (problem := _address_problem(endpoint, 1))
+    ]
+    if not 1 <= lease_ttl <= 3600:
+        problems.append(
+            ("lease_ttl", f"{lease_ttl}s is outside 1s..1h (etcd leases are whole seconds)")
+        )
+    return problems
 
 
 class _Reader:

@@ -1,1 +1,1 @@
-"""placeholder"""
+"""The coordinator: membership, topology, rebalancing and leader election, kept in etcd."""

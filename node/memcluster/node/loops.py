@@ -55,3 +55,35 @@ class PeriodicTask:
         if not task.cancelled() and task.exception() is not None:
             self.error = task.exception()
             log.error("background loop %s died: %r", self.name, self.error)
+
+
+class TaskSet:
+    """Tasks that outlive the request that started them (replication past W acks,
+    read repair): tracked, their failures logged and counted, cancelled on close()."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._tasks: set[asyncio.Task[object]] = set()
+        self.failures = 0
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def add(self, task: asyncio.Task[object]) -> asyncio.Task[object]:
+        """Track ``task`` until it finishes."""
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+        return task
+
+    async def close(self) -> None:
+        """Cancel what is left and wait for it."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _done(self, task: asyncio.Task[object]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.failures += 1
+            log.warning("%s task failed: %r", self.name, task.exception())

@@ -19,7 +19,16 @@ if TYPE_CHECKING:
 
 TIER_COUNTERS = ("hits", "misses", "promotions", "demotions", "evictions", "expirations")
 # Runtime counters that only grow; the rest of NodeRuntime.counters() are gauges.
-MONOTONIC = {"gc_pause_seconds", "gc_collections", "oom_near_misses", "memory_churn_bytes"}
+MONOTONIC = {
+    "gc_pause_seconds",
+    "gc_collections",
+    "oom_near_misses",
+    "memory_churn_bytes",
+    "ops",
+    "replication_failures",
+    "read_repairs",
+    "fallback_fetches",
+}
 
 
 class GcMonitor:

@@ -11,11 +11,15 @@ from memcluster.common.clock import Clock, SystemClock
 from memcluster.common.config import NodeConfig
 from memcluster.common.errors import InvalidRequest
 from memcluster.common.versions import node_tag
+from memcluster.node.load import LoadMeter
 from memcluster.node.loops import PeriodicTask
 from memcluster.node.metrics import GcMonitor
+from memcluster.node.migration import Migrator
+from memcluster.node.peers import PeerPool
 from memcluster.node.pressure import PressureController
+from memcluster.node.replication import Replicator
 from memcluster.node.store import TieredStore
-from memcluster.wire import topology_pb2
+from memcluster.node.view import ClusterView, standalone
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +33,22 @@ class NodeRuntime:
         self.config = config
         self.node_id = node_id
         self.address = address
-        self.epoch = 1
         self.store = TieredStore(
             config.memory, config.limits, origin=node_tag(node_id), clock=clock or SystemClock()
         )
+        self.view = ClusterView(node_id, standalone(node_id, address))
+        self.peers = PeerPool()
+        self.replicator = Replicator(
+            self.store, self.view, self.peers, config.cluster.replication_timeout
+        )
+        self.migrator = Migrator(
+            node_id,
+            self.store,
+            self.peers,
+            rate=config.cluster.migration_rate,
+            batch=config.cluster.migration_batch,
+        )
+        self.load = LoadMeter()
         self.gc = GcMonitor()
         self.pressure = PressureController(
             config.memory.pressure, self.store.configured_hot_capacity
@@ -51,10 +67,22 @@ class NodeRuntime:
         for loop in self._loops:
             loop.start()
 
+    @property
+    def epoch(self) -> int:
+        """The topology epoch this node serves under."""
+        return self.view.epoch
+
+    def count_ops(self, count: int, key: bytes | None = None) -> None:
+        """Feed the load meter (request rate, hot-key sampling)."""
+        self.load.observe(count, key)
+
     async def close(self) -> None:
         """Stop background work, hand RAM tiers to the cold tier, close files."""
         for loop in self._loops:
             await loop.close()
+        await self.migrator.close()
+        await self.replicator.close()
+        await self.peers.close()
         self.gc.uninstall()
         moved = self.store.flush_down()
         log.info("flushed %d items from RAM tiers to the cold tier", moved)
@@ -98,16 +126,13 @@ class NodeRuntime:
             "gc_collections": float(self.gc.collections),
             "memory_churn_bytes": float(self.store.churn_bytes),
             "epoch": float(self.epoch),
+            "ops": float(self.load.ops),
+            "replication_failures": float(self.replicator.background.failures),
+            "read_repairs": float(self.replicator.repairs),
+            "fallback_fetches": float(self.replicator.fallback_fetches),
+            "migration_epoch": float(self.migrator.progress.epoch),
+            "migration_done": float(self.migrator.progress.done),
+            "migration_items_sent": float(self.migrator.progress.items_sent),
+            "migration_bytes_sent": float(self.migrator.progress.bytes_sent),
+            "migration_items_scanned": float(self.migrator.progress.items_scanned),
         }
-
-    def topology(self) -> topology_pb2.Topology:
-        """A standalone node is a cluster of one."""
-        return topology_pb2.Topology(
-            epoch=self.epoch,
-            replication_factor=1,
-            nodes=[
-                topology_pb2.NodeInfo(
-                    id=self.node_id, address=self.address, weight=1.0, state=topology_pb2.UP
-                )
-            ],
-        )

@@ -15,7 +15,10 @@ from memcluster.common.errors import (
     MemclusterError,
     trailing_metadata,
 )
+from memcluster.node.replication import item_from_wire, item_to_wire
+from memcluster.node.store import TieredStore
 from memcluster.node.tiers.base import Item
+from memcluster.node.view import CONSISTENCY_ONE, CONSISTENCY_QUORUM
 from memcluster.wire import (
     items_pb2,
     node_pb2,
@@ -74,28 +77,16 @@ def entry(found: tuple[Item, str] | None) -> node_pb2.Entry:
     )
 
 
-def item_to_wire(key: bytes, item: Item) -> items_pb2.Item:
-    """An Item with all its metadata, for peers."""
-    return items_pb2.Item(
-        key=key,
-        value=item.value,
-        version=item.version,
-        origin=item.origin,
-        expires_at_ms=item.expires_ms,
-        priority=item.priority,
-        tombstone=item.tombstone,
-    )
-
-
-def item_from_wire(msg: items_pb2.Item) -> Item:
-    """The domain Item a peer sent."""
-    if msg.tombstone and msg.value:
-        raise InvalidRequest(f"tombstone for key {msg.key[:64]!r} carries a value")
-    return Item(msg.value, msg.version, msg.origin, msg.expires_at_ms, msg.priority, msg.tombstone)
-
-
 def _ttl(msg: node_pb2.PutItem | node_pb2.TouchRequest) -> float | None:
     return msg.ttl_seconds if msg.HasField("ttl_seconds") else None
+
+
+def _write_level(consistency: int) -> int:
+    return consistency or CONSISTENCY_QUORUM
+
+
+def _read_level(consistency: int) -> int:
+    return consistency or CONSISTENCY_ONE
 
 
 class NodeService(node_pb2_grpc.NodeServicer):
@@ -106,42 +97,50 @@ class NodeService(node_pb2_grpc.NodeServicer):
 
     @maps_errors
     async def Get(self, request: node_pb2.GetRequest, context: Any) -> node_pb2.GetResponse:
-        found = self.node.store.get(request.key)
-        return node_pb2.GetResponse(entry=entry(found), epoch=self.node.epoch)
+        self.node.count_ops(1, request.key)
+        found = await self.node.replicator.get_many([request.key], _read_level(request.consistency))
+        return node_pb2.GetResponse(entry=entry(found[0]), epoch=self.node.epoch)
 
     @maps_errors
     async def Put(self, request: node_pb2.PutRequest, context: Any) -> node_pb2.PutResponse:
         it = request.item
-        version = self.node.store.put(it.key, it.value, _ttl(it), it.priority)
-        return node_pb2.PutResponse(version=version, epoch=self.node.epoch)
+        self.node.count_ops(1, it.key)
+        versions = await self.node.replicator.put_many(
+            [(it.key, it.value, _ttl(it), it.priority)], _write_level(request.consistency)
+        )
+        return node_pb2.PutResponse(version=versions[0], epoch=self.node.epoch)
 
     @maps_errors
     async def Delete(
         self, request: node_pb2.DeleteRequest, context: Any
     ) -> node_pb2.DeleteResponse:
-        existed, version = self.node.store.delete(request.key)
-        return node_pb2.DeleteResponse(existed=existed, version=version, epoch=self.node.epoch)
+        self.node.count_ops(1, request.key)
+        existed = await self.node.replicator.delete_many(
+            [request.key], _write_level(request.consistency)
+        )
+        tombstone = self.node.store.fetch(request.key)
+        version = tombstone.version if tombstone is not None else 0
+        return node_pb2.DeleteResponse(existed=existed[0], version=version, epoch=self.node.epoch)
 
     @maps_errors
     async def GetMany(
         self, request: node_pb2.GetManyRequest, context: Any
     ) -> node_pb2.GetManyResponse:
         self.node.check_batch(len(request.keys))
-        get = self.node.store.get
-        entries = [entry(get(key)) for key in request.keys]
-        return node_pb2.GetManyResponse(entries=entries, epoch=self.node.epoch)
+        self.node.count_ops(len(request.keys))
+        found = await self.node.replicator.get_many(
+            list(request.keys), _read_level(request.consistency)
+        )
+        return node_pb2.GetManyResponse(entries=[entry(f) for f in found], epoch=self.node.epoch)
 
     @maps_errors
     async def PutMany(
         self, request: node_pb2.PutManyRequest, context: Any
     ) -> node_pb2.PutManyResponse:
         self.node.check_batch(len(request.items))
-        store = self.node.store
-        batch = [(it.key, it.value, _ttl(it), it.priority) for it in request.items]
-        # Validate everything first: a bad item rejects the batch with nothing applied.
-        for index, args in enumerate(batch):
-            store.validate_put(*args, where=f"items[{index}]")
-        versions = [store.put(*args) for args in batch]
+        self.node.count_ops(len(request.items))
+        puts = [(it.key, it.value, _ttl(it), it.priority) for it in request.items]
+        versions = await self.node.replicator.put_many(puts, _write_level(request.consistency))
         return node_pb2.PutManyResponse(versions=versions, epoch=self.node.epoch)
 
     @maps_errors
@@ -149,16 +148,19 @@ class NodeService(node_pb2_grpc.NodeServicer):
         self, request: node_pb2.DeleteManyRequest, context: Any
     ) -> node_pb2.DeleteManyResponse:
         self.node.check_batch(len(request.keys))
-        store = self.node.store
-        for index, key in enumerate(request.keys):
-            store.validate_key(key, where=f"keys[{index}]")
-        existed = [store.delete(key)[0] for key in request.keys]
+        self.node.count_ops(len(request.keys))
+        existed = await self.node.replicator.delete_many(
+            list(request.keys), _write_level(request.consistency)
+        )
         return node_pb2.DeleteManyResponse(existed=existed, epoch=self.node.epoch)
 
     @maps_errors
     async def Touch(self, request: node_pb2.TouchRequest, context: Any) -> node_pb2.TouchResponse:
+        self.node.count_ops(1, request.key)
         priority = request.priority if request.HasField("priority") else None
-        item = self.node.store.touch(request.key, _ttl(request), priority)
+        item = await self.node.replicator.touch(
+            request.key, _ttl(request), priority, CONSISTENCY_QUORUM
+        )
         return node_pb2.TouchResponse(
             found=item is not None,
             expires_at_ms=item.expires_ms if item else 0,
@@ -223,9 +225,19 @@ class PeerService(peer_pb2_grpc.PeerServicer):
 
     def _apply(self, items: Any) -> int:
         self.node.check_batch(len(items))
-        decoded = [(msg.key, item_from_wire(msg)) for msg in items]
+        decoded = [(msg.key, _checked(msg)) for msg in items]
         apply = self.node.store.apply
         return sum(apply(key, item) for key, item in decoded)
+
+
+def _checked(msg: items_pb2.Item) -> Item:
+    """A peer's item, refused if its fields cannot be stored."""
+    if msg.tombstone and msg.value:
+        raise InvalidRequest(f"tombstone for key {msg.key[:64]!r} carries a value")
+    if msg.origin > 0xFFFF or msg.version >= 1 << 64:
+        raise InvalidRequest(f"item {msg.key[:64]!r}: origin or version out of range")
+    TieredStore.validate_priority(msg.priority, f"item {msg.key[:64]!r}")
+    return item_from_wire(msg)
 
 
 class TopologyService(topology_pb2_grpc.TopologyServiceServicer):
@@ -238,4 +250,4 @@ class TopologyService(topology_pb2_grpc.TopologyServiceServicer):
     async def GetTopology(
         self, request: topology_pb2.GetTopologyRequest, context: Any
     ) -> topology_pb2.Topology:
-        return self.node.topology()
+        return self.node.view.topology.to_wire()

@@ -131,15 +131,28 @@ class TieredStore:
 
     def put(self, key: bytes, value: bytes, ttl: float | None = None, priority: int = 0) -> int:
         """Store a new value; returns its version."""
+        return self.write(key, value, ttl, priority).version
+
+    def write(self, key: bytes, value: bytes, ttl: float | None = None, priority: int = 0) -> Item:
+        """Store a new value; returns the stored item (to replicate)."""
         self.validate_put(key, value, ttl, priority)
         now = self._clock.now()
-        version = self.hlc.now()
-        item = Item(value, version, self.origin, self._expiry(ttl, now), priority)
+        item = Item(value, self.hlc.now(), self.origin, self._expiry(ttl, now), priority)
         self._write(key, item, now)
-        return version
+        return item
 
-    def delete(self, key: bytes) -> tuple[bool, int]:
-        """Replace the item with a tombstone; returns (a live item existed, version)."""
+    def discard(self, key: bytes) -> bool:
+        """Forget ``key`` without a tombstone (its data moved to its new owners)."""
+        removed = False
+        for tier in self.tiers:
+            item = tier.pop(key)
+            if item is not None:
+                removed = True
+                self.churn_bytes += len(key) + len(item.value)
+        return removed
+
+    def delete(self, key: bytes) -> tuple[bool, Item]:
+        """Replace the item with a tombstone; returns (a live item existed, the tombstone)."""
         self.validate_key(key)
         now = self._clock.now()
         existing = self._peek(key)
@@ -148,10 +161,10 @@ class TieredStore:
             and not existing.tombstone
             and not existing.expired(int(now * 1000))
         )
-        version = self.hlc.now()
         expires = int((now + self._memory.tombstone_ttl) * 1000)
-        self._write(key, Item(b"", version, self.origin, expires, 0, tombstone=True), now)
-        return existed, version
+        tombstone = Item(b"", self.hlc.now(), self.origin, expires, 0, tombstone=True)
+        self._write(key, tombstone, now)
+        return existed, tombstone
 
     def touch(self, key: bytes, ttl: float | None, priority: int | None = None) -> Item | None:
         """Give a live item a new expiry (None: never) and optionally a new priority."""

@@ -24,21 +24,21 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ememcluster/wire/topology.proto\x12\rmemcluster.v1\"`\n\x08NodeInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0e\n\x06weight\x18\x03 \x01(\x01\x12\'\n\x05state\x18\x04 \x01(\x0e\x32\x18.memcluster.v1.NodeState\"]\n\x08Topology\x12\r\n\x05\x65poch\x18\x01 \x01(\x04\x12\x1a\n\x12replication_factor\x18\x02 \x01(\r\x12&\n\x05nodes\x18\x03 \x03(\x0b\x32\x17.memcluster.v1.NodeInfo\")\n\x12GetTopologyRequest\x12\x13\n\x0bknown_epoch\x18\x01 \x01(\x04*T\n\tNodeState\x12\x1a\n\x16NODE_STATE_UNSPECIFIED\x10\x00\x12\x0b\n\x07JOINING\x10\x01\x12\x06\n\x02UP\x10\x02\x12\x0c\n\x08\x44RAINING\x10\x03\x12\x08\n\x04\x44OWN\x10\x04\x32\\\n\x0fTopologyService\x12I\n\x0bGetTopology\x12!.memcluster.v1.GetTopologyRequest\x1a\x17.memcluster.v1.Topologyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ememcluster/wire/topology.proto\x12\rmemcluster.v1\"`\n\x08NodeInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0e\n\x06weight\x18\x03 \x01(\x01\x12\'\n\x05state\x18\x04 \x01(\x0e\x32\x18.memcluster.v1.NodeState\"\xd8\x01\n\x08Topology\x12\r\n\x05\x65poch\x18\x01 \x01(\x04\x12\x1a\n\x12replication_factor\x18\x02 \x01(\r\x12&\n\x05nodes\x18\x03 \x03(\x0b\x32\x17.memcluster.v1.NodeInfo\x12\x12\n\npartitions\x18\x04 \x01(\r\x12/\n\x0eprevious_nodes\x18\x05 \x03(\x0b\x32\x17.memcluster.v1.NodeInfo\x12#\n\x1bprevious_replication_factor\x18\x06 \x01(\r\x12\x0f\n\x07\x63luster\x18\x07 \x01(\t\")\n\x12GetTopologyRequest\x12\x13\n\x0bknown_epoch\x18\x01 \x01(\x04*T\n\tNodeState\x12\x1a\n\x16NODE_STATE_UNSPECIFIED\x10\x00\x12\x0b\n\x07JOINING\x10\x01\x12\x06\n\x02UP\x10\x02\x12\x0c\n\x08\x44RAINING\x10\x03\x12\x08\n\x04\x44OWN\x10\x04\x32\\\n\x0fTopologyService\x12I\n\x0bGetTopology\x12!.memcluster.v1.GetTopologyRequest\x1a\x17.memcluster.v1.Topologyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'memcluster.wire.topology_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_NODESTATE']._serialized_start=285
-  _globals['_NODESTATE']._serialized_end=369
+  _globals['_NODESTATE']._serialized_start=409
+  _globals['_NODESTATE']._serialized_end=493
   _globals['_NODEINFO']._serialized_start=49
   _globals['_NODEINFO']._serialized_end=145
-  _globals['_TOPOLOGY']._serialized_start=147
-  _globals['_TOPOLOGY']._serialized_end=240
-  _globals['_GETTOPOLOGYREQUEST']._serialized_start=242
-  _globals['_GETTOPOLOGYREQUEST']._serialized_end=283
-  _globals['_TOPOLOGYSERVICE']._serialized_start=371
-  _globals['_TOPOLOGYSERVICE']._serialized_end=463
+  _globals['_TOPOLOGY']._serialized_start=148
+  _globals['_TOPOLOGY']._serialized_end=364
+  _globals['_GETTOPOLOGYREQUEST']._serialized_start=366
+  _globals['_GETTOPOLOGYREQUEST']._serialized_end=407
+  _globals['_TOPOLOGYSERVICE']._serialized_start=495
+  _globals['_TOPOLOGYSERVICE']._serialized_end=587
 # @@protoc_insertion_point(module_scope)

@@ -72,25 +72,49 @@ Global___NodeInfo: _TypeAlias = NodeInfo  # noqa: Y015
 
 @_typing.final
 class Topology(_message.Message):
+    """Written by the coordinator leader; every node and client routes by it."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     EPOCH_FIELD_NUMBER: _builtins.int
     REPLICATION_FACTOR_FIELD_NUMBER: _builtins.int
     NODES_FIELD_NUMBER: _builtins.int
+    PARTITIONS_FIELD_NUMBER: _builtins.int
+    PREVIOUS_NODES_FIELD_NUMBER: _builtins.int
+    PREVIOUS_REPLICATION_FACTOR_FIELD_NUMBER: _builtins.int
+    CLUSTER_FIELD_NUMBER: _builtins.int
     epoch: _builtins.int
     replication_factor: _builtins.int
+    partitions: _builtins.int
+    """Keys hash into this many partitions (fixed for the cluster's life); the ring
+    places partitions on nodes.
+    """
+    previous_replication_factor: _builtins.int
+    cluster: _builtins.str
     @_builtins.property
-    def nodes(self) -> _containers.RepeatedCompositeFieldContainer[Global___NodeInfo]: ...
+    def nodes(self) -> _containers.RepeatedCompositeFieldContainer[Global___NodeInfo]:
+        """Every known node with its state; the ring holds the JOINING and UP ones."""
+
+    @_builtins.property
+    def previous_nodes(self) -> _containers.RepeatedCompositeFieldContainer[Global___NodeInfo]:
+        """The ring members of the previous epoch: during a rebalance a new owner that
+        lacks a key fetches it from the key's previous owners.
+        """
+
     def __init__(
         self,
         *,
         epoch: _builtins.int = ...,
         replication_factor: _builtins.int = ...,
         nodes: _abc.Iterable[Global___NodeInfo] | None = ...,
+        partitions: _builtins.int = ...,
+        previous_nodes: _abc.Iterable[Global___NodeInfo] | None = ...,
+        previous_replication_factor: _builtins.int = ...,
+        cluster: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["epoch", b"epoch", "nodes", b"nodes", "replication_factor", b"replication_factor"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster", b"cluster", "epoch", b"epoch", "nodes", b"nodes", "partitions", b"partitions", "previous_nodes", b"previous_nodes", "previous_replication_factor", b"previous_replication_factor", "replication_factor", b"replication_factor"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

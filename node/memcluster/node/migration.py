@@ -1,0 +1,190 @@
+"""Rebalancing: after a topology change, items that changed owner stream to their new owners.
+
+For every item it holds, a node compares the key's owners in the previous epoch with
+those in the new one. New owners that were not owners before must receive the item.
+Among the previous owners that are still alive, the first one sends (so an item is
+sent once, not RF times) - unless this node no longer owns the key, in which case it
+sends anyway (it is about to drop its copy, and must not count on another sender).
+Items go out in batches over Peer.Transfer, throttled to ``rate`` bytes per second so
+that foreground requests keep their latency. Once every new owner has acknowledged,
+items this node no longer owns are dropped. Versions make late or repeated transfers
+harmless: a receiver keeps whichever write is newer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+from memcluster.common.placement import Placement, partition_of
+from memcluster.common.topology import NodeState, Topology
+from memcluster.node.peers import PeerPool
+from memcluster.node.replication import item_to_wire
+from memcluster.node.store import TieredStore
+from memcluster.node.tiers.base import Item
+from memcluster.wire import peer_pb2
+
+log = logging.getLogger(__name__)
+
+SCAN_CHUNK = 1000  # items examined between yields to the event loop
+
+
+@dataclass(slots=True)
+class Progress:
+    """How far this node's migration for one epoch has come."""
+
+    epoch: int = 0
+    done: bool = True
+    items_scanned: int = 0
+    items_total: int = 0
+    items_sent: int = 0
+    bytes_sent: int = 0
+    items_dropped: int = 0
+    started: float = 0.0
+    finished: float = 0.0
+
+
+class Migrator:
+    """Runs one migration per epoch; a newer epoch cancels a running one and starts over."""
+
+    def __init__(
+        self,
+        node_id: str,
+        store: TieredStore,
+        peers: PeerPool,
+        *,
+        rate: int,
+        batch: int,
+        on_progress: Callable[[Progress], None] = lambda p: None,
+    ) -> None:
+        self.node_id = node_id
+        self.store = store
+        self.peers = peers
+        self.rate = rate
+        self.batch = batch
+        self.on_progress = on_progress
+        self.progress = Progress()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self, topology: Topology) -> None:
+        """Begin migrating for ``topology`` (cancelling a migration for an older epoch)."""
+        if self._task is not None:
+            self._task.cancel()
+        self.progress = Progress(epoch=topology.epoch, done=False, started=time.time())
+        self._task = asyncio.get_running_loop().create_task(
+            self._run(topology), name=f"migration-{topology.epoch}"
+        )
+        self._task.add_done_callback(self._done)
+
+    async def close(self) -> None:
+        """Cancel a running migration."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is not None:
+            log.error("migration for epoch %d failed: %r", self.progress.epoch, error)
+
+    async def _run(self, topology: Topology) -> None:
+        previous = Placement.previous(topology)
+        current = Placement.current(topology)
+        progress = self.progress
+        self.on_progress(progress)
+        if previous is not None:
+            await self._migrate(topology, previous, current)
+        progress.done = True
+        progress.finished = time.time()
+        log.info(
+            "migration for epoch %d done: %d items (%d bytes) sent, %d dropped, %.1fs",
+            progress.epoch,
+            progress.items_sent,
+            progress.bytes_sent,
+            progress.items_dropped,
+            progress.finished - progress.started,
+        )
+        self.on_progress(progress)
+
+    async def _migrate(self, topology: Topology, previous: Placement, current: Placement) -> None:
+        me = self.node_id
+        alive = {n.id for n in topology.nodes if n.state != NodeState.DOWN}
+        progress = self.progress
+        progress.items_total = sum(len(t) for t in self.store.tiers)
+        outgoing: dict[str, list[tuple[bytes, Item]]] = defaultdict(list)
+        leaving: list[bytes] = []
+        partitions = current.partitions
+        for index, (key, item) in enumerate(self.store.scan()):
+            p = partition_of(key, partitions)
+            new, old = current.owners(p), previous.owners(p)
+            for target in _targets(me, new, old, alive):
+                outgoing[target].append((key, item))
+            if me not in new:
+                leaving.append(key)
+            progress.items_scanned = index + 1
+            if index % SCAN_CHUNK == SCAN_CHUNK - 1:
+                await asyncio.sleep(0)
+        failed = False
+        for target, items in outgoing.items():
+            address = topology.address_of(target)
+            if address is None:
+                failed = True
+                continue
+            try:
+                await self._send(address, items, topology.epoch)
+            except Exception as exc:
+                failed = True
+                log.warning("migration to %s (%s) failed: %r", target, address, exc)
+        if failed:
+            # Keep what could not be handed over; the next epoch (or a retry) sends it.
+            raise RuntimeError("some items could not be handed over; keeping them")
+        for key in leaving:
+            if self.store.discard(key):
+                progress.items_dropped += 1
+
+    async def _send(self, address: str, items: list[tuple[bytes, Item]], epoch: int) -> None:
+        progress = self.progress
+
+        async def batches() -> AsyncIterator[peer_pb2.ItemBatch]:
+            for start in range(0, len(items), self.batch):
+                chunk = items[start : start + self.batch]
+                wire = [item_to_wire(k, i) for k, i in chunk]
+                size = sum(len(k) + len(i.value) for k, i in chunk)
+                began = time.monotonic()
+                yield peer_pb2.ItemBatch(items=wire, epoch=epoch)
+                progress.items_sent += len(chunk)
+                progress.bytes_sent += size
+                self.on_progress(progress)
+                # Throttle: this batch may take size/rate seconds of the link.
+                pause = size / self.rate - (time.monotonic() - began)
+                if pause > 0:
+                    await asyncio.sleep(pause)
+
+        stub = self.peers.stub(address)
+        summary = await stub.Transfer(batches())
+        log.info(
+            "sent %d items to %s (%d newer than what it held)",
+            summary.received,
+            address,
+            summary.applied,
+        )
+
+
+def _targets(me: str, new: tuple[str, ...], old: tuple[str, ...], alive: set[str]) -> list[str]:
+    """The nodes this node must send a key to, given its new and previous owners."""
+    if me not in new:
+        # Leaving: hand over to every new owner that was not an owner already (or, for
+        # data held outside the previous placement, to all of them).
+        return [n for n in new if n not in old] if me in old else list(new)
+    sender = next((n for n in old if n in alive), None)
+    if me in old:
+        return [n for n in new if n not in old] if sender == me else []
+    # A new owner holding data while no previous owner is alive spreads what it has.
+    return [n for n in new if n != me] if sender is None else []
