@@ -1,39 +1,28 @@
-"""`memcluster demo`: start a real node with small tiers, run a short workload, show the tiers.
+"""`memcluster local` and `memcluster demo`: a real cluster on this machine, and a tour of it.
 
-The node runs as its own process with its data in one directory (a temporary one
-unless --data-dir is given). The workload writes a JSON dataset several times larger
-than the hot tier, so that the warm (compressed RAM) and cold (LMDB on disk) tiers
-fill, reads a skewed sample back (promoting what it touches), then restarts the node
-with SIGTERM to show that a planned restart keeps everything.
+`local` starts an embedded etcd, a coordinator and N nodes (real processes, loopback
+only, data under one directory), prints the cluster's status and keeps it running
+until Ctrl-C. With `--demo` (or `memcluster demo`) it runs a short workload instead:
+it writes a JSON dataset larger than the nodes' hot tiers, shows the items spread
+over nodes and tiers, adds a node, waits for the rebalance to finish, and checks that
+every key is still there.
 """
 
 from __future__ import annotations
 
 import json
 import random
+import signal
 import tempfile
+import threading
+import time
 from pathlib import Path
 
-import yaml
 from rich.console import Console
 
-from memcluster.cli.procs import ManagedProcess
-from memcluster.cli.tables import render_node_stats
+from memcluster.cli.local import LocalCluster
+from memcluster.cli.tables import render_cluster_status
 from memcluster.client import Client
-
-
-def demo_config(data_dir: Path) -> dict[str, object]:
-    """Small tiers so that a few MB of data reach every tier."""
-    return {
-        "server": {"listen": "127.0.0.1:0", "metrics_listen": "127.0.0.1:0", "grace_period": "5s"},
-        "memory": {
-            "tiers": {
-                "hot": {"capacity": "2MB", "ttl": "1h", "cleanup_interval": "1s"},
-                "warm": {"capacity": "2MB", "compression_level": 3, "ttl": "1d"},
-                "cold": {"capacity": "1GB", "compression_level": 5, "path": str(data_dir / "cold")},
-            }
-        },
-    }
 
 
 def document(i: int, rng: random.Random) -> bytes:
@@ -52,50 +41,62 @@ def document(i: int, rng: random.Random) -> bytes:
     ).encode()
 
 
-def run_demo(data_dir: str | None, items: int, console: Console | None = None) -> int:
-    """The whole demo; returns an exit code."""
-    console = console or Console()
-    with tempfile.TemporaryDirectory(prefix="memcluster-demo-") as tmp:
+def run_local(data_dir: str | None, nodes: int, rf: int, *, demo: bool, items: int = 30_000) -> int:
+    """Start a local cluster; run the demo or wait for Ctrl-C; stop everything."""
+    console = Console()
+    with tempfile.TemporaryDirectory(prefix="memcluster-local-") as tmp:
         root = Path(data_dir or tmp)
-        root.mkdir(parents=True, exist_ok=True)
-        config_path = root / "node.yaml"
-        config_path.write_text(yaml.safe_dump(demo_config(root)))
-        node = ManagedProcess.node(config_path)
-        try:
-            return _workload(node, items, console)
-        finally:
-            node.stop()
+        console.print(f"starting etcd, a coordinator and {nodes} nodes under {root} ...")
+        overrides = (
+            {"memory.tiers.hot.capacity": "2MB", "memory.tiers.warm.capacity": "2MB"}
+            if demo
+            else {}
+        )
+        with LocalCluster(
+            root, nodes=nodes, replication_factor=rf, node_overrides=overrides
+        ) as cluster:
+            render_cluster_status(cluster.status(), console=console)
+            console.print(
+                f"bootstrap: {', '.join(cluster.node_addresses())}  "
+                f"coordinator: {cluster.coordinator_address()}  etcd: {cluster.etcd.endpoint}"
+            )
+            if demo:
+                return _demo(cluster, items, console)
+            console.print("running; Ctrl-C stops every process")
+            stopped = threading.Event()
+            signal.signal(signal.SIGINT, lambda *_: stopped.set())
+            signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+            stopped.wait()
+            console.print("stopping ...")
+    return 0
 
 
-def _workload(node: ManagedProcess, items: int, console: Console) -> int:
+def _demo(cluster: LocalCluster, items: int, console: Console) -> int:
     rng = random.Random(7)
-    console.rule("memcluster demo: one node, three tiers")
-    node.start()
-    console.print(f"node up at {node.address} (metrics http://{node.ready['metrics']}/metrics)")
     data = {f"user:{i}".encode(): document(i, rng) for i in range(items)}
     raw = sum(len(v) for v in data.values())
-    with Client(node.address) as client:
+    with Client(cluster.node_addresses()) as client:
+        console.rule("1. write a dataset larger than the hot tiers")
+        started = time.perf_counter()
         client.put_many(data)
-        console.print(f"wrote {items:,} JSON documents ({raw / 1e6:.1f} MB) into 2 MB of hot tier")
-        render_node_stats(client.stats(), console)
-        hot_keys = [f"user:{int(rng.paretovariate(1.2)) % items}".encode() for _ in range(2000)]
-        first = client.get_entry(hot_keys[0])
-        for _ in range(3):  # the first pass promotes, the next ones hit the hot tier
-            got = client.get_many(hot_keys)
-            if any(got.get(k) != data[k] for k in hot_keys):
-                console.print("[red]a read returned the wrong value[/red]")
-                return 1
+        elapsed = time.perf_counter() - started
         console.print(
-            f"read {len(set(hot_keys)):,} popular keys three times; {hot_keys[0].decode()} came"
-            f" from the {first.tier if first else '?'} tier, was promoted, then served hot"
+            f"wrote {items:,} JSON documents ({raw / 1e6:.1f} MB, replication factor "
+            f"{client.topology().replication_factor}) in {elapsed:.1f}s; each node has a 2 MB hot tier"
         )
-        render_node_stats(client.stats(), console)
-    console.rule("planned restart (SIGTERM): RAM tiers are handed to the cold tier")
-    node.stop()
-    node.start()
-    with Client(node.address) as client:
+        status = cluster.status()
+        render_cluster_status(status, console=console)
+        console.rule("2. routing: each key lives on its replicas")
+        for key in (b"user:1", b"user:2", b"user:3"):
+            entry = client.get_entry(key)
+            console.print(f"{key.decode()}: served from the {entry.tier if entry else '?'} tier")
+        console.rule("3. add a node: its share of the data moves to it")
+        started = time.perf_counter()
+        cluster.add_node(f"n{len(cluster.nodes) + 1}", wait=True, timeout=120)
+        console.print(f"rebalanced in {time.perf_counter() - started:.1f}s")
+        render_cluster_status(cluster.status(), console=console)
+        console.rule("4. every key is still there")
         back = client.get_many(list(data))
-        lost = len(data) - sum(1 for k, v in back.items() if v == data[k])
-        render_node_stats(client.stats(), console)
-    console.print(f"after restart: {len(back):,} of {items:,} keys readable, {lost} lost")
+        lost = sum(1 for k, v in data.items() if back.get(k) != v)
+        console.print(f"{len(back):,} of {items:,} keys read back, {lost} lost or wrong")
     return 0 if lost == 0 else 1

@@ -15,10 +15,12 @@ from collections.abc import Sequence
 
 import yaml
 
-from memcluster.common.config import ConfigError, NodeConfig
+from memcluster.common.config import ConfigError, CoordinatorConfig, NodeConfig
 from memcluster.common.errors import MemclusterError
 
 DEFAULT_ADDRESS = "127.0.0.1:7400"
+DEFAULT_COORDINATOR = "127.0.0.1:7500"
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def _client(args: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -32,10 +34,61 @@ def cmd_node(args: argparse.Namespace) -> int:
     from memcluster.node.server import run
 
     config = NodeConfig.load(args.config)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT)
     return asyncio.run(run(config, ready_file=args.ready_file))
+
+
+def cmd_coordinator(args: argparse.Namespace) -> int:
+    """Run a coordinator replica in the foreground."""
+    from memcluster.coordinator.server import run
+
+    config = CoordinatorConfig.load(args.config)
+    logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT)
+    return asyncio.run(run(config))
+
+
+def cmd_local(args: argparse.Namespace) -> int:
+    """A whole cluster on this machine until Ctrl-C."""
+    from memcluster.cli.demo import run_local
+
+    return run_local(args.data_dir, args.nodes, args.rf, demo=args.demo)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """The cluster as its coordinator sees it, with every node's tiers."""
+    from memcluster.cli.tables import render_cluster_status
+    from memcluster.client.admin import AdminClient
+
+    with AdminClient(args.coordinator, timeout=args.timeout) as admin:
+        status = admin.status()
+    render_cluster_status(status, timeout=args.timeout)
+    return 0
+
+
+def cmd_admin(args: argparse.Namespace) -> int:
+    """Change the replication factor, a weight, or drain a node."""
+    from memcluster.client.admin import AdminClient
+
+    with AdminClient(args.coordinator, timeout=args.timeout) as admin:
+        if args.action == "set-rf":
+            rf = args.value or args.node
+            if rf is None or not rf.isdigit():
+                print("usage: memcluster admin set-rf N", file=sys.stderr)
+                return 2
+            print(admin.set_replication_factor(int(rf)))
+        elif args.action == "set-weight":
+            try:
+                weight = float(args.value)
+            except (TypeError, ValueError):
+                print("usage: memcluster admin set-weight NODE WEIGHT", file=sys.stderr)
+                return 2
+            print(admin.set_weight(args.node, weight))
+        else:
+            if not args.node:
+                print("usage: memcluster admin drain NODE", file=sys.stderr)
+                return 2
+            print(admin.drain(args.node))
+    return 0
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -87,10 +140,10 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Start a node, run a short workload, show the tiers."""
-    from memcluster.cli.demo import run_demo
+    """Start a local cluster, run a short workload, add a node, check nothing was lost."""
+    from memcluster.cli.demo import run_local
 
-    return run_demo(args.data_dir, args.items)
+    return run_local(args.data_dir, args.nodes, args.rf, demo=True, items=args.items)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,14 +157,42 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     node.set_defaults(func=cmd_node)
 
-    demo = sub.add_parser("demo", help="start a node, run a short workload, show the tiers")
-    demo.add_argument("--data-dir", help="keep the node's data here (default: a temporary dir)")
-    demo.add_argument("--items", type=int, default=20_000, help="documents to write")
+    demo = sub.add_parser("demo", help="a local cluster, a workload, a node added, nothing lost")
+    demo.add_argument("--data-dir", help="keep all data here (default: a temporary dir)")
+    demo.add_argument("--items", type=int, default=30_000, help="documents to write")
+    demo.add_argument("--nodes", type=int, default=3, help="nodes to start with")
+    demo.add_argument("--rf", type=int, default=2, help="replication factor")
     demo.set_defaults(func=cmd_demo)
 
-    config = sub.add_parser("config", help="validate a configuration and print it")
+    config = sub.add_parser("config", help="validate a node configuration and print it")
     config.add_argument("--config", help="YAML or TOML file")
     config.set_defaults(func=cmd_config)
+
+    coord = sub.add_parser("coordinator", help="run a coordinator replica")
+    coord.add_argument("--config", help="YAML or TOML file (env MEMCLUSTER_* overrides it)")
+    coord.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    coord.set_defaults(func=cmd_coordinator)
+
+    local = sub.add_parser("local", help="run etcd, a coordinator and nodes on this machine")
+    local.add_argument("--nodes", type=int, default=3, help="node processes (default 3)")
+    local.add_argument("--rf", type=int, default=2, help="replication factor (default 2)")
+    local.add_argument("--data-dir", help="keep all data here (default: a temporary dir)")
+    local.add_argument("--demo", action="store_true", help="run the demo workload, then exit")
+    local.set_defaults(func=cmd_local)
+
+    def coordinator_command(name: str, help_: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("--coordinator", "-c", default=DEFAULT_COORDINATOR, help="host:port")
+        p.add_argument("--timeout", type=float, default=5.0, help="seconds per request")
+        return p
+
+    status = coordinator_command("status", "nodes, states, epoch, tiers, migration progress")
+    status.set_defaults(func=cmd_status)
+    admin = coordinator_command("admin", "change the cluster")
+    admin.add_argument("action", choices=["set-rf", "set-weight", "drain"])
+    admin.add_argument("node", nargs="?", help="node id (set-weight, drain)")
+    admin.add_argument("value", nargs="?", help="the replication factor or the weight")
+    admin.set_defaults(func=cmd_admin)
 
     def client_command(name: str, help_: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_)

@@ -34,10 +34,15 @@ class ManagedProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.ready: dict[str, Any] = {}
 
+    @staticmethod
+    def memcluster(*args: str) -> list[str]:
+        """The argv of a `memcluster` command run by this Python."""
+        return [sys.executable, "-m", "memcluster.cli.main", *args]
+
     @classmethod
     def node(cls, config_path: Path, log_path: Path | None = None) -> ManagedProcess:
         """A `memcluster node` process for ``config_path``."""
-        argv = [sys.executable, "-m", "memcluster.cli.main", "node", "--config", str(config_path)]
+        argv = cls.memcluster("node", "--config", str(config_path))
         return cls(argv, log_path or config_path.with_suffix(".log"))
 
     @property

@@ -32,3 +32,89 @@ def render_node_stats(stats: dict[str, Any], console: Console | None = None) -> 
         console.print(
             "  ".join(f"{k}={v:,.0f}" if v >= 100 else f"{k}={v:g}" for k, v in counters.items())
         )
+
+
+def node_stats(address: str, timeout: float) -> dict[str, Any] | None:
+    """One node's stats, or None if it does not answer."""
+    from memcluster.client import Client
+    from memcluster.common.errors import MemclusterError
+
+    try:
+        with Client(address, timeout=timeout) as client:
+            return client.stats(address=address)
+    except MemclusterError:
+        return None
+
+
+def render_cluster_status(
+    status: Any, *, timeout: float = 5.0, console: Console | None = None
+) -> None:
+    """Print the coordinator's view: nodes, states, epoch, RF, tiers, migrations, hot keys."""
+    from memcluster.common.topology import NodeInfo
+
+    console = console or Console()
+    topology = status.topology
+    console.print(
+        f"cluster [bold]{topology.cluster or '-'}[/bold]  epoch {topology.epoch}  "
+        f"replication factor {topology.replication_factor}  partitions {topology.partitions}  "
+        f"leader {status.leader_id or '(none)'}"
+    )
+    loads = {load.node_id: load for load in status.loads}
+    migrations = {m.node_id: m for m in status.migrations}
+    table = Table()
+    for column in (
+        "node",
+        "address",
+        "state",
+        "weight",
+        "alive",
+        "ops/s",
+        "items",
+        "hot",
+        "warm",
+        "cold",
+        "hit rate",
+        "migration",
+    ):
+        table.add_column(
+            column, justify="left" if column in ("node", "address", "state") else "right"
+        )
+    for wire in topology.nodes:
+        node = NodeInfo.from_wire(wire)
+        load = loads.get(node.id)
+        stats = node_stats(node.address, timeout)
+        hits = lookups = 0
+        if stats is not None and stats["tiers"]:
+            tiers = list(stats["tiers"].values())
+            hits = sum(t["hits"] for t in tiers)
+            lookups = tiers[0]["hits"] + tiers[0]["misses"]  # every lookup starts at the top
+        migration = migrations.get(node.id)
+        if migration is None:
+            progress = "-"
+        elif migration.epoch < topology.epoch:
+            progress = f"epoch {migration.epoch}"
+        elif migration.done:
+            progress = f"done ({migration.items_sent:,} sent)"
+        else:
+            total = migration.items_total or 1
+            progress = (
+                f"{100 * migration.items_scanned / total:.0f}% ({migration.items_sent:,} sent)"
+            )
+        table.add_row(
+            node.id,
+            node.address,
+            str(node.state),
+            f"{node.weight:g}",
+            "yes" if load is not None and load.alive else "[red]no[/red]",
+            f"{load.ops_per_second:,.0f}" if load else "-",
+            f"{load.items:,}" if load else "-",
+            format_size(load.hot_bytes) if load else "-",
+            format_size(load.warm_bytes) if load else "-",
+            format_size(load.cold_bytes) if load else "-",
+            f"{100 * hits / lookups:.1f}%" if lookups else "-",
+            progress,
+        )
+    console.print(table)
+    hot_keys = [k for load in status.loads for k in load.hot_keys][:10]
+    if hot_keys:
+        console.print("hot keys: " + ", ".join(repr(k)[2:-1] for k in hot_keys))

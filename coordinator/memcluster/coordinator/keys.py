@@ -1,14 +1,14 @@
 """Where the cluster's state lives in etcd (one prefix per cluster name).
 
-    /memcluster/<cluster>/topology              Topology protobuf, written by the leader (fenced)
-    /memcluster/<cluster>/leader                the leader's id, under the leader's lease
-    /memcluster/<cluster>/coordinators/<id>     a coordinator's gRPC address, under its lease
-    /memcluster/<cluster>/members/<node>        a live node's registration (JSON), under its lease
-    /memcluster/<cluster>/load/<node>           NodeLoad protobuf, under the node's lease
-    /memcluster/<cluster>/migrations/<node>     MigrationProgress protobuf for the node's epoch
-    /memcluster/<cluster>/desired/rf            replication factor asked for by an admin
-    /memcluster/<cluster>/desired/weight/<node> ring weight asked for by an admin
-    /memcluster/<cluster>/desired/drain/<node>  present: an admin asked the node to leave
+/memcluster/<cluster>/topology              Topology protobuf, written by the leader (fenced)
+/memcluster/<cluster>/leader                the leader's id, under the leader's lease
+/memcluster/<cluster>/coordinators/<id>     a coordinator's gRPC address, under its lease
+/memcluster/<cluster>/members/<node>        a live node's registration (JSON), under its lease
+/memcluster/<cluster>/load/<node>           NodeLoad protobuf, under the node's lease
+/memcluster/<cluster>/migrations/<node>     MigrationProgress protobuf for the node's epoch
+/memcluster/<cluster>/desired/rf            replication factor asked for by an admin
+/memcluster/<cluster>/desired/weight/<node> ring weight asked for by an admin
+/memcluster/<cluster>/desired/drain/<node>  present: an admin asked the node to leave
 """
 
 from __future__ import annotations
@@ -55,4 +55,6 @@ class Registration:
     def from_bytes(cls, data: bytes) -> Registration:
         """From JSON bytes (unknown fields ignored)."""
         raw = json.loads(data)
-        return cls(str(raw["address"]), float(raw.get("weight", 1.0)), float(raw.get("started_at", 0)))
+        return cls(
+            str(raw["address"]), float(raw.get("weight", 1.0)), float(raw.get("started_at", 0))
+        )

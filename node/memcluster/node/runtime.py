@@ -10,6 +10,7 @@ import psutil
 from memcluster.common.clock import Clock, SystemClock
 from memcluster.common.config import NodeConfig
 from memcluster.common.errors import InvalidRequest
+from memcluster.common.topology import Topology
 from memcluster.common.versions import node_tag
 from memcluster.node.load import LoadMeter
 from memcluster.node.loops import PeriodicTask
@@ -36,7 +37,13 @@ class NodeRuntime:
         self.store = TieredStore(
             config.memory, config.limits, origin=node_tag(node_id), clock=clock or SystemClock()
         )
-        self.view = ClusterView(node_id, standalone(node_id, address))
+        # A clustered node owns nothing until the coordinator's topology says otherwise.
+        initial = (
+            Topology(0, 1, (), cluster=config.cluster.name)
+            if config.cluster.etcd
+            else standalone(node_id, address)
+        )
+        self.view = ClusterView(node_id, initial)
         self.peers = PeerPool()
         self.replicator = Replicator(
             self.store, self.view, self.peers, config.cluster.replication_timeout

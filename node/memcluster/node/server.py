@@ -98,8 +98,16 @@ async def run(config: NodeConfig, ready_file: str | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
+    agent = None
+    if config.cluster.etcd:
+        from memcluster.node.agent import ClusterAgent
+
+        agent = ClusterAgent(node, config.cluster, on_leave=stop.set)
+
     await server.start()
     node.start()
+    if agent is not None:
+        agent.start()
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     ready = {
@@ -108,6 +116,7 @@ async def run(config: NodeConfig, ready_file: str | None = None) -> int:
         "address": address,
         "metrics": metrics_address,
         "cold_path": config.memory.tiers.cold.path if config.memory.tiers.cold.enabled else "",
+        "cluster": config.cluster.name if config.cluster.etcd else "",
     }
     line = json.dumps(ready)
     if ready_file:
@@ -119,6 +128,8 @@ async def run(config: NodeConfig, ready_file: str | None = None) -> int:
     log.info("shutting down: no new requests, %.0fs for in-flight ones", config.server.grace_period)
     await health_servicer.enter_graceful_shutdown()
     await server.stop(config.server.grace_period)
+    if agent is not None:
+        await agent.close()
     await node.close()
     if metrics_server is not None:
         metrics_server.shutdown()

@@ -1,0 +1,226 @@
+"""Keeps a node in its cluster: registration under a lease, the topology watch, reports.
+
+The node registers under a lease it keeps alive (``members/<id>``), follows the
+topology the coordinator leader writes, starts a migration on every new epoch, and
+publishes its load and migration progress. When etcd is unreachable the node keeps
+serving on the last topology it knows, and registers again once etcd is back. A node
+that the topology marked DRAINING and then dropped has handed everything over: it
+asks the process to stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+from memcluster.common.config import NodeClusterConfig, etcd_endpoints
+from memcluster.common.topology import NodeState, Topology
+from memcluster.coordinator.etcd import Etcd, EtcdError
+from memcluster.coordinator.keys import Keys, Registration
+from memcluster.coordinator.session import Session
+from memcluster.node.migration import Progress
+from memcluster.wire import coordinator_pb2
+
+if TYPE_CHECKING:
+    from memcluster.node.runtime import NodeRuntime
+
+log = logging.getLogger(__name__)
+
+RETRY_DELAY = 0.5
+MAX_RETRY_DELAY = 5.0
+
+
+def progress_to_wire(node_id: str, progress: Progress) -> coordinator_pb2.MigrationProgress:
+    """The protobuf a node publishes about its migration."""
+    return coordinator_pb2.MigrationProgress(
+        node_id=node_id,
+        epoch=progress.epoch,
+        done=progress.done,
+        items_sent=progress.items_sent,
+        bytes_sent=progress.bytes_sent,
+        items_scanned=progress.items_scanned,
+        items_total=progress.items_total,
+    )
+
+
+class ClusterAgent:
+    """The node's side of the cluster protocol (see the module docstring)."""
+
+    def __init__(
+        self, node: NodeRuntime, config: NodeClusterConfig, on_leave: Callable[[], None]
+    ) -> None:
+        self.node = node
+        self.config = config
+        self.keys = Keys(config.name)
+        self.etcd = Etcd(etcd_endpoints(config.etcd), timeout=max(1.0, config.lease_ttl / 2))
+        self.session: Session | None = None
+        self.registered = asyncio.Event()
+        self._on_leave = on_leave
+        self._was_draining = False
+        self._progress: dict[str, coordinator_pb2.MigrationProgress] = {}
+        self._publish = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        node.migrator.on_progress = self._progress_changed
+
+    def start(self) -> None:
+        """Start the membership, watch and report loops."""
+        for name, loop in (
+            ("membership", self._membership),
+            ("topology-watch", self._watch_topology),
+            ("migrations-watch", self._watch_migrations),
+            ("reports", self._reports),
+        ):
+            task = asyncio.get_running_loop().create_task(self._forever(name, loop), name=name)
+            self._tasks.append(task)
+
+    async def close(self) -> None:
+        """Stop the loops and give up the lease (best effort)."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.session is not None:
+            with contextlib.suppress(Exception):
+                await self.session.close()
+        await self.etcd.close()
+
+    async def _forever(self, name: str, loop: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run ``loop`` again after etcd failures, with capped backoff."""
+        delay = RETRY_DELAY
+        while True:
+            started = time.monotonic()
+            try:
+                await loop()
+            except asyncio.CancelledError:
+                raise
+            except EtcdError as exc:
+                log.warning("%s: etcd unavailable (%s); retrying", name, exc)
+            except Exception:
+                log.exception("%s failed; retrying", name)
+            if time.monotonic() - started > MAX_RETRY_DELAY:
+                delay = RETRY_DELAY
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, MAX_RETRY_DELAY)
+
+    async def _membership(self) -> None:
+        if self.session is not None:
+            with contextlib.suppress(Exception):
+                await self.session.close()
+        self.registered.clear()
+        self.session = Session(self.etcd, ttl=max(1, round(self.config.lease_ttl)))
+        await self.session.start()
+        registration = Registration(self.node.address, self.config.weight, time.time())
+        await self.etcd.put(
+            self.keys.members + self.node.node_id,
+            registration.to_bytes(),
+            lease=self.session.lease_id,
+        )
+        self.registered.set()
+        self._publish.set()
+        log.info("registered in cluster %s as %s", self.config.name, self.node.node_id)
+        await self.session.lost.wait()
+        log.warning(
+            "lease lost (etcd unreachable past %ss); registering again", self.config.lease_ttl
+        )
+
+    async def _watch_topology(self) -> None:
+        data = await self.etcd.get(self.keys.topology)
+        if data:
+            self._apply(Topology.from_bytes(data))
+        async for event in self.etcd.watch_prefix(self.keys.topology):
+            if event.kind == "put" and event.key == self.keys.topology:
+                self._apply(Topology.from_bytes(event.value))
+
+    def _apply(self, topology: Topology) -> None:
+        if not self.node.view.update(topology):
+            return
+        me = topology.node(self.node.node_id)
+        log.info(
+            "epoch %d: %d nodes, rf %d, this node %s",
+            topology.epoch,
+            len(topology.nodes),
+            topology.replication_factor,
+            me.state if me else "not in the ring",
+        )
+        self._recompute_settling()
+        self.node.migrator.start(topology)
+        if me is not None and me.state == NodeState.DRAINING:
+            self._was_draining = True
+        elif self._was_draining and (me is None or me.state == NodeState.DOWN):
+            log.info("drained and removed from the topology: leaving")
+            self._on_leave()
+
+    async def _watch_migrations(self) -> None:
+        self._progress = {}
+        for key, value in (await self.etcd.get_prefix(self.keys.migrations)).items():
+            self._progress[Keys.leaf(key)] = _parse_progress(value)
+        self._recompute_settling()
+        async for event in self.etcd.watch_prefix(self.keys.migrations):
+            node = Keys.leaf(event.key)
+            if event.kind == "put":
+                self._progress[node] = _parse_progress(event.value)
+            else:
+                self._progress.pop(node, None)
+            self._recompute_settling()
+
+    def _recompute_settling(self) -> None:
+        """Settled once every live node finished migrating for the current epoch."""
+        view = self.node.view
+        if not view.settling:
+            return
+        epoch = view.epoch
+        for node in view.topology.nodes:
+            if node.state == NodeState.DOWN:
+                continue
+            progress = self._progress.get(node.id)
+            if progress is None or progress.epoch < epoch or not progress.done:
+                return
+        view.settling = False
+        log.info("epoch %d settled: every node finished its migration", epoch)
+
+    def _progress_changed(self, progress: Progress) -> None:
+        self._publish.set()
+
+    async def _reports(self) -> None:
+        """Publish migration progress when it changes and load every load_interval."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._publish.wait(), self.config.load_interval)
+            self._publish.clear()
+            session = self.session
+            if session is None or not self.registered.is_set():
+                continue
+            me = self.node.node_id
+            progress = progress_to_wire(me, self.node.migrator.progress)
+            await self.etcd.put(self.keys.migrations + me, progress.SerializeToString())
+            await self.etcd.put(
+                self.keys.load + me, self._load().SerializeToString(), lease=session.lease_id
+            )
+
+    def _load(self) -> coordinator_pb2.NodeLoad:
+        node = self.node
+        by_tier = {s.name: s for s in node.store.stats()}
+
+        def held(name: str) -> int:
+            return by_tier[name].bytes if name in by_tier else 0
+
+        return coordinator_pb2.NodeLoad(
+            node_id=node.node_id,
+            ops_per_second=node.load.rate(time.monotonic()),
+            hot_bytes=held("hot"),
+            warm_bytes=held("warm"),
+            cold_bytes=held("cold"),
+            items=sum(s.items for s in by_tier.values()),
+            memory_used_ratio=node.pressure.last_used,
+            hot_keys=node.load.hot_keys(),
+            alive=True,
+        )
+
+
+def _parse_progress(data: bytes) -> coordinator_pb2.MigrationProgress:
+    msg = coordinator_pb2.MigrationProgress()
+    msg.ParseFromString(data)
+    return msg
