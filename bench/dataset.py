@@ -23,7 +23,7 @@ from typing import Any
 #: The size classes and their target value sizes in bytes (each value is within ±20%).
 SIZES = {"small": 100, "medium": 1024, "large": 4096}
 
-_WORDS = (
+_VOCABULARY = (
     "the a of and to in for with on fast cache memory cluster node data value key store "
     "service request latency user session page order product price cart search result "
     "model feature embedding vector agent prompt token batch stream queue event error "
@@ -32,9 +32,10 @@ _WORDS = (
     "payment card invoice email phone address city street country update profile setting "
     "notification message review rating star recommend would buy again works as expected "
     "broke after week month year easy hard install setup battery screen size color fit"
-).split()
-_FIRST = "Ada Alan Grace Linus Barbara Edsger Donald Margaret Ken Dennis Radia Frances".split()
-_LAST = "Lovelace Turing Hopper Torvalds Liskov Dijkstra Knuth Hamilton Thompson Ritchie".split()
+)
+_WORDS = tuple(_VOCABULARY.split())
+_FIRST = ("Ada", "Alan", "Grace", "Linus", "Barbara", "Edsger", "Donald", "Margaret", "Radia")
+_LAST = ("Lovelace", "Turing", "Hopper", "Torvalds", "Liskov", "Dijkstra", "Knuth", "Hamilton")
 _DOMAINS = ("example.com", "example.org", "mail.example.net", "corp.example")
 _CITIES = (
     ("Berlin", "DE"),
@@ -73,7 +74,8 @@ def _iso(ms: int) -> str:
     days, rest = divmod(seconds, 86_400)
     month, day = divmod(days, 30)
     hours, rest = divmod(rest, 3600)
-    return f"2026-{month + 1:02d}-{day + 1:02d}T{hours:02d}:{rest // 60:02d}:{rest % 60:02d}.{millis:03d}Z"
+    clock = f"{hours:02d}:{rest // 60:02d}:{rest % 60:02d}.{millis:03d}"
+    return f"2026-{month + 1:02d}-{day + 1:02d}T{clock}Z"
 
 
 def _event(rng: random.Random) -> dict[str, Any]:

@@ -25,18 +25,21 @@ from memcluster.client import (
     Entry,
     InternalError,
     InvalidRequest,
+    NodeInfo,
+    NodeState,
     NotOwner,
     Topology,
     Unavailable,
 )
-from memcluster.client._core import Call, Core, Op, Sleep
+from memcluster.client._core import Call, Core, Op, Parallel, Sleep
 from memcluster.client._options import ClientOptions, build_options
-from memcluster.client._retry import RetryPolicy, map_rpc_error
-from memcluster.client._routing import StaticRouter
+from memcluster.client._retry import RetryPolicy
+from memcluster.client._ring import RingRouter
+from memcluster.client._routing import StaticRouter, make_router
 from memcluster.client._wire import chunks
-from memcluster.client.types import NodeInfo
 from memcluster.common import errors
-from memcluster.common.errors import MemclusterError
+from memcluster.common.errors import MemclusterError, from_rpc_error
+from memcluster.common.placement import Placement
 from memcluster.wire import items_pb2, node_pb2, node_pb2_grpc, topology_pb2, topology_pb2_grpc
 
 ADDRESS = "node-a:7000"
@@ -77,11 +80,17 @@ class FakeRpcError(grpc.RpcError, grpc.Call):
 
 
 Handler = Callable[[Call], Message]
+Effect = Call | Parallel | Sleep
 
 
-def drive(op: Op[Any], handler: Handler) -> tuple[Any, list[Call | Sleep]]:
-    """Run ``op`` to completion, answering its calls with ``handler``; record effects."""
-    effects: list[Call | Sleep] = []
+def drive(
+    op: Op[Any], handler: Handler, effects: list[Effect] | None = None
+) -> tuple[Any, list[Effect]]:
+    """Run ``op`` to completion, answering its calls with ``handler``; record effects.
+
+    Pass ``effects`` to keep the record when the operation raises.
+    """
+    effects = [] if effects is None else effects
     reply: Any = None
     failure: grpc.RpcError | None = None
     while True:
@@ -96,13 +105,29 @@ def drive(op: Op[Any], handler: Handler) -> tuple[Any, list[Call | Sleep]]:
                 reply = handler(effect)
             except grpc.RpcError as exc:
                 failure = exc
+        elif isinstance(effect, Parallel):
+            reply = [outcome(handler, call) for call in effect.calls]
 
 
-def calls(effects: Sequence[Call | Sleep]) -> list[Call]:
-    return [e for e in effects if isinstance(e, Call)]
+def outcome(handler: Handler, call: Call) -> Message | grpc.RpcError:
+    try:
+        return handler(call)
+    except grpc.RpcError as exc:
+        return exc
 
 
-def sleeps(effects: Sequence[Call | Sleep]) -> list[float]:
+def calls(effects: Sequence[Effect]) -> list[Call]:
+    """Every call made, those of Parallel effects included."""
+    out: list[Call] = []
+    for e in effects:
+        if isinstance(e, Call):
+            out.append(e)
+        elif isinstance(e, Parallel):
+            out.extend(e.calls)
+    return out
+
+
+def sleeps(effects: Sequence[Effect]) -> list[float]:
     return [e.seconds for e in effects if isinstance(e, Sleep)]
 
 
@@ -110,12 +135,19 @@ def no_io(call: Call) -> Message:
     raise AssertionError(f"unexpected I/O: {call}")
 
 
-def make_core(codec: Any = None, *, router: Any = None, **options: Any) -> Core[Any]:
+def make_core(
+    codec: Any = None,
+    *,
+    router: Any = None,
+    clock: Callable[[], float] = lambda: 0.0,
+    **options: Any,
+) -> Core[Any]:
     return Core(
         router or StaticRouter(ADDRESS),
         codec or memcluster.client.BYTES,
         ClientOptions(**options),
         random=lambda: 0.0,
+        clock=clock,
     )
 
 
@@ -142,7 +174,7 @@ def test_put_builds_the_request_and_returns_the_version() -> None:
 
 
 def test_put_without_ttl_leaves_the_field_absent_and_consistency_overrides() -> None:
-    core = make_core(consistency=Consistency.ALL)
+    core = make_core(write_consistency=Consistency.ALL)
     _, effects = drive(
         core.put(b"k", b"v", ttl=None, priority=0, consistency="One"),
         lambda call: node_pb2.PutResponse(),
@@ -292,10 +324,11 @@ def test_stats_and_topology_decode_to_plain_data() -> None:
         "TopologyService",
         "GetTopology",
     )
+    # An unspecified state reads as DOWN: such a node is never routed to.
     assert topo == Topology(
         epoch=9,
         replication_factor=3,
-        nodes=(NodeInfo("a", "h:1", 1.5, "up"), NodeInfo("b", "h:2", 1.0, "unknown")),
+        nodes=(NodeInfo("a", "h:1", 1.5, NodeState.UP), NodeInfo("b", "h:2", 1.0, NodeState.DOWN)),
     )
 
 
@@ -398,64 +431,6 @@ def test_not_owner_with_the_static_router_just_retries() -> None:
     assert [c.method for c in calls(effects)] == ["Get", "Get"]
 
 
-class MovingRouter:
-    """A router that asks for a topology and then routes to its first node."""
-
-    def __init__(self) -> None:
-        self.addresses: tuple[str, ...] = ("old:1", "old:2")
-        self.epoch = 1
-        self.refreshed: list[MemclusterError] = []
-
-    def replicas(self, key: bytes) -> Sequence[str]:
-        return self.addresses
-
-    def any_address(self) -> str:
-        return self.addresses[0]
-
-    def refresh(self, error: MemclusterError) -> bool:
-        self.refreshed.append(error)
-        return True
-
-    def update(self, topology: Topology) -> None:
-        self.addresses = tuple(n.address for n in topology.nodes)
-        self.epoch = topology.epoch
-
-
-def test_refresh_routing_errors_fetch_a_topology_and_reroute() -> None:
-    router = MovingRouter()
-    core = make_core(router=router)
-    new = topology_pb2.Topology(epoch=2, nodes=[topology_pb2.NodeInfo(address="new:1")])
-    handler = failing(NotOwner("moved", epoch=2), new, node_pb2.PutResponse(version=5))
-    version, effects = drive(core.put(b"k", b"v", ttl=None, priority=0, consistency=None), handler)
-    assert version == 5
-    first, fetch, retry = calls(effects)
-    assert [(c.address, c.method) for c in (first, fetch, retry)] == [
-        ("old:1", "Put"),
-        ("old:1", "GetTopology"),
-        ("new:1", "Put"),
-    ]
-    assert isinstance(fetch.request, topology_pb2.GetTopologyRequest)
-    assert fetch.request.known_epoch == 1
-    # Each attempt is built afresh, with the epoch the routing now rests on.
-    assert isinstance(first.request, node_pb2.PutRequest)
-    assert isinstance(retry.request, node_pb2.PutRequest)
-    assert (first.request.epoch, retry.request.epoch) == (1, 2)
-    assert [type(e) for e in router.refreshed] == [NotOwner]
-
-
-def test_reads_fail_over_to_replicas_and_writes_stay_on_the_primary() -> None:
-    core = make_core(router=MovingRouter())
-    _, effects = drive(
-        core.get(b"k", consistency=None), failing(Unavailable("x"), node_pb2.GetResponse())
-    )
-    assert [c.address for c in calls(effects)] == ["old:1", "old:2"]
-    _, effects = drive(
-        core.delete(b"k", consistency=None),
-        failing(Unavailable("x"), node_pb2.DeleteResponse()),
-    )
-    assert [c.address for c in calls(effects)] == ["old:1", "old:1"]
-
-
 def test_aio_errors_map_with_their_metadata() -> None:
     exc = grpc.aio.AioRpcError(
         grpc.StatusCode.FAILED_PRECONDITION,
@@ -464,10 +439,10 @@ def test_aio_errors_map_with_their_metadata() -> None:
         details="not mine",
         debug_error_string="",
     )
-    error = map_rpc_error(exc)
+    error = from_rpc_error(exc)
     assert isinstance(error, NotOwner)
     assert (error.message, error.epoch) == ("not mine", 8)
-    assert isinstance(map_rpc_error(FakeRpcError(Unavailable("u"))), Unavailable)
+    assert isinstance(from_rpc_error(FakeRpcError(Unavailable("u"))), Unavailable)
 
 
 # -- batching --------------------------------------------------------------------
@@ -554,6 +529,445 @@ def test_chunks_keep_order_and_limits(sizes: list[int], max_items: int, max_byte
         assert len(piece) == 1 or sum(piece) <= max_bytes
 
 
+# -- routing in a cluster ----------------------------------------------------------
+
+
+def topology(epoch: int, *ids: str, rf: int = 1, **states: NodeState) -> Topology:
+    """A topology of nodes ``ids`` at ``<id>:7400`` (UP unless ``states`` says otherwise)."""
+    nodes = tuple(NodeInfo(i, f"{i}:7400", 1.0, states.get(i, NodeState.UP)) for i in ids)
+    return Topology(epoch=epoch, replication_factor=rf, nodes=nodes, partitions=64)
+
+
+def addresses(t: Topology, key: bytes) -> tuple[str, ...]:
+    """Where a key lives in ``t``, worked out by the shared placement, primary first."""
+    return tuple(f"{i}:7400" for i in Placement.current(t).replicas(key))
+
+
+class FakeCluster:
+    """Answers a core's calls as a cluster would: serves its topology, refuses keys a
+    node does not own (NotOwner), keeps one store per node, and can have nodes down."""
+
+    def __init__(self, t: Topology) -> None:
+        self.topology = t
+        self.down: set[str] = set()
+        self.stores: dict[str, dict[bytes, bytes]] = {}
+        self.served_epoch: int | None = None  # what responses say (default: the topology's)
+
+    def __call__(self, call: Call) -> Message:
+        if call.address in self.down:
+            raise FakeRpcError(Unavailable(f"{call.address}: connection refused"))
+        t = self.topology
+        epoch = self.served_epoch or t.epoch
+        if call.service == "TopologyService":
+            return t.to_wire()
+        request: Any = call.request
+        if call.method == "Stats":
+            return node_pb2.StatsResponse(node_id=call.address, epoch=epoch)
+        keys = _keys(call.method, request)
+        node = call.address.removesuffix(":7400")
+        placement = Placement.current(t)
+        if any(node not in placement.replicas(k) for k in keys):
+            raise FakeRpcError(NotOwner(f"{node} does not own every key", epoch=t.epoch))
+        store = self.stores.setdefault(call.address, {})
+        if call.method == "Get":
+            pb = found(store[request.key]) if request.key in store else node_pb2.Entry()
+            return node_pb2.GetResponse(entry=pb, epoch=epoch)
+        if call.method == "GetMany":
+            entries = [found(store[k]) if k in store else node_pb2.Entry() for k in keys]
+            return node_pb2.GetManyResponse(entries=entries, epoch=epoch)
+        if call.method in ("Put", "PutMany"):
+            items = [request.item] if call.method == "Put" else list(request.items)
+            for item in items:  # the receiving owner replicates to the others that are up
+                for address in set(addresses(t, item.key)) - self.down:
+                    self.stores.setdefault(address, {})[item.key] = item.value
+            if call.method == "Put":
+                return node_pb2.PutResponse(version=1, epoch=epoch)
+            return node_pb2.PutManyResponse(versions=[1] * len(items), epoch=epoch)
+        existed = [k in store for k in keys]
+        for k in keys:
+            for address in addresses(t, k):
+                self.stores.get(address, {}).pop(k, None)
+        if call.method == "Delete":
+            return node_pb2.DeleteResponse(existed=existed[0], epoch=epoch)
+        return node_pb2.DeleteManyResponse(existed=existed, epoch=epoch)
+
+    def holder(self, key: bytes) -> list[str]:
+        return sorted(a for a, store in self.stores.items() if key in store)
+
+
+def _keys(method: str, request: Any) -> list[bytes]:
+    if method in ("GetMany", "DeleteMany"):
+        return list(request.keys)
+    if method == "PutMany":
+        return [i.key for i in request.items]
+    return [request.item.key if method == "Put" else request.key]
+
+
+def ring_core(cluster: FakeCluster, *seeds: str, **options: Any) -> Core[Any]:
+    """A core on a RingRouter, bootstrapped from ``seeds`` (by hand, against ``cluster``)."""
+    core = make_core(router=RingRouter(seeds or ("a:7400",)), **options)
+    drive(core.topology(), cluster)
+    return core
+
+
+def put(core: Core[Any], key: bytes, value: bytes = b"v") -> Op[int]:
+    return core.put(key, value, ttl=None, priority=0, consistency=None)
+
+
+def test_ring_router_routes_by_placement_and_swaps_only_for_newer_epochs() -> None:
+    router = RingRouter(["seed:1", "seed:2"])
+    assert (router.epoch, router.topology) == (0, None)
+    assert router.replicas(b"k") == ("seed:1", "seed:2")  # no ring yet
+    assert {router.any_address() for _ in range(4)} == {"seed:1", "seed:2"}
+    t = topology(3, "a", "b", "c", "d", rf=2, d=NodeState.DRAINING)
+    assert router.update(t)
+    for key in (b"k", b"user:1", b"{user1}.a"):
+        assert tuple(router.replicas(key)) == addresses(t, key)
+        assert len(set(router.replicas(key))) == 2
+    # Calls about the cluster rotate over ring members, never the draining node.
+    assert {router.any_address() for _ in range(6)} == {"a:7400", "b:7400", "c:7400"}
+    assert set(router.sources()) == {"a:7400", "b:7400", "c:7400", "seed:1", "seed:2"}
+    assert list(router.sources())[-2:] == ["seed:1", "seed:2"]
+    assert not router.update(topology(3, "x"))
+    assert not router.update(topology(2, "x"))
+    assert router.topology is t
+    assert router.update(topology(4, "x"))
+    assert router.replicas(b"k") == ("x:7400",)
+    # A cluster rebuilt from scratch restarts its epochs.
+    rebuilt = Topology(epoch=1, replication_factor=1, nodes=(NodeInfo("y", "y:1"),), cluster="new")
+    assert router.update(rebuilt)
+    assert router.replicas(b"k") == ("y:1",)
+
+
+def test_an_empty_ring_routes_to_the_bootstrap_nodes() -> None:
+    router = RingRouter(["seed:1"])
+    router.update(topology(1, "a", a=NodeState.DOWN))
+    assert router.replicas(b"k") == ("seed:1",)
+    assert router.any_address() == "seed:1"
+
+
+def test_the_core_bootstraps_once_from_the_first_node_that_answers() -> None:
+    cluster = FakeCluster(topology(1, "a", "b", "c"))
+    cluster.down.add("seed-1:7400")
+    core = make_core(router=RingRouter(["seed-1:7400", "b:7400"]))
+    _, effects = drive(put(core, b"k"), cluster)
+    bootstrap = calls(effects)[:2]
+    assert [(c.address, c.method) for c in bootstrap] == [
+        ("seed-1:7400", "GetTopology"),
+        ("b:7400", "GetTopology"),
+    ]
+    [request] = calls(effects)[2:]
+    assert (request.address, request.method) == (addresses(cluster.topology, b"k")[0], "Put")
+    assert request.request.epoch == 1  # type: ignore[attr-defined]
+    assert sleeps(effects) == []
+    _, effects = drive(put(core, b"k2"), cluster)
+    assert [c.method for c in calls(effects)] == ["Put"]
+
+
+def test_bootstrap_fails_with_unavailable_naming_every_address() -> None:
+    cluster = FakeCluster(topology(1, "a"))
+    cluster.down.update({"a:7400", "b:7400"})
+    core = make_core(router=RingRouter(["a:7400", "b:7400"]))
+    with pytest.raises(Unavailable, match=r"a:7400 \(.*refused.*\), b:7400") as info:
+        drive(core.get(b"k", consistency=None), cluster)
+    assert isinstance(info.value.__cause__, grpc.RpcError)
+
+
+def test_a_standalone_node_is_a_cluster_of_one() -> None:
+    cluster = FakeCluster(topology(1, "solo"))
+    core = make_core(router=RingRouter(["solo:7400"]))
+    drive(put(core, b"a"), cluster)
+    drive(core.put_many({b"b": b"1", b"c": b"2"}, ttl=None, priority=0, consistency=None), cluster)
+    assert sorted(cluster.stores["solo:7400"]) == [b"a", b"b", b"c"]
+
+
+def test_each_key_goes_to_its_primary_with_the_routing_epoch() -> None:
+    cluster = FakeCluster(topology(5, "a", "b", "c", rf=2))
+    core = ring_core(cluster)
+    for i in range(20):
+        key = f"key-{i}".encode()
+        _, effects = drive(put(core, key), cluster)
+        [call] = calls(effects)
+        assert call.address == addresses(cluster.topology, key)[0]
+        assert call.request.epoch == 5  # type: ignore[attr-defined]
+
+
+def test_not_owner_refreshes_from_the_refusing_node_and_reroutes_at_once() -> None:
+    old = topology(1, "a", "b")
+    cluster = FakeCluster(old)
+    core = ring_core(cluster)
+    cluster.topology = new = topology(2, "a", "b", "c")
+    key = next(
+        k
+        for k in (f"k{i}".encode() for i in range(1000))
+        if addresses(new, k) == ("c:7400",) and addresses(old, k) != ("c:7400",)
+    )
+    version, effects = drive(put(core, key), cluster)
+    assert version == 1
+    put_1, fetch, put_2 = calls(effects)
+    assert (fetch.address, fetch.method) == (put_1.address, "GetTopology")
+    assert fetch.request.known_epoch == 1  # type: ignore[attr-defined]
+    assert (put_2.address, put_2.request.epoch) == ("c:7400", 2)  # type: ignore[attr-defined]
+    assert sleeps(effects) == []  # the routing moved: no reason to wait
+    assert core.router.epoch == 2
+
+
+def test_three_redirects_in_a_row_fetch_the_topology_from_another_node() -> None:
+    cluster = FakeCluster(topology(1, "a", "b", "c"))
+    core = ring_core(cluster, max_retries=4)
+
+    def refuse(call: Call) -> Message:
+        # A confused node: refuses the key, yet serves the topology that sends it there.
+        if call.method == "Put":
+            raise FakeRpcError(NotOwner("not mine", epoch=1))
+        return cluster(call)
+
+    effects: list[Effect] = []
+    with pytest.raises(NotOwner):
+        drive(put(core, b"k"), refuse, effects)
+    primary = addresses(cluster.topology, b"k")[0]
+    fetched_from = [c.address for c in calls(effects) if c.method == "GetTopology"]
+    assert fetched_from[:2] == [primary, primary]
+    assert primary not in fetched_from[2:]
+    assert len([c for c in calls(effects) if c.method == "Put"]) == 5
+    # The topology did not change, so each retry backs off first.
+    assert len(sleeps(effects)) == 4
+
+
+def test_a_newer_epoch_in_a_response_refreshes_before_the_next_request() -> None:
+    cluster = FakeCluster(topology(1, "a", "b"))
+    core = ring_core(cluster)
+    cluster.served_epoch = 2  # the node moved on; the topology it serves is epoch 2
+    cluster.topology = topology(2, "a", "b")
+    _, effects = drive(core.get(b"k", consistency=None), cluster)
+    [get] = calls(effects)  # no extra I/O in this call
+    _, effects = drive(core.get(b"k", consistency=None), cluster)
+    fetch, get_2 = calls(effects)
+    assert (fetch.address, fetch.method) == (get.address, "GetTopology")
+    assert get_2.request.epoch == 2  # type: ignore[attr-defined]
+    _, effects = drive(core.get(b"k", consistency=None), cluster)
+    assert [c.method for c in calls(effects)] == ["Get"]
+
+
+def test_a_failed_refresh_keeps_the_old_routing() -> None:
+    cluster = FakeCluster(topology(1, "a"))
+    core = ring_core(cluster)
+    cluster.served_epoch = 2
+    drive(core.get(b"k", consistency=None), cluster)
+
+    def no_topology(call: Call) -> Message:
+        if call.method == "GetTopology":
+            raise FakeRpcError(Unavailable("busy"))
+        return cluster(call)
+
+    _, effects = drive(core.get(b"k", consistency=None), no_topology)
+    assert [c.method for c in calls(effects)] == ["GetTopology", "Get"]
+    assert core.router.epoch == 1
+
+
+def test_static_routing_never_fetches_a_topology() -> None:
+    cluster = FakeCluster(topology(1, "a"))
+    cluster.served_epoch = 7
+    core = make_core(router=StaticRouter("a:7400"))
+    for _ in range(2):
+        _, effects = drive(core.get(b"k", consistency=None), cluster)
+        assert [c.method for c in calls(effects)] == ["Get"]
+
+
+def test_reads_fail_over_to_replicas_and_avoid_a_failed_node_for_a_while() -> None:
+    now = [100.0]
+    cluster = FakeCluster(topology(1, "a", "b", "c", rf=3))
+    core = ring_core(cluster, clock=lambda: now[0], suspect_seconds=1.0)
+    primary, second, _ = addresses(cluster.topology, b"k")
+    cluster.down.add(primary)
+    _, effects = drive(core.get(b"k", consistency=None), cluster)
+    assert [c.address for c in calls(effects)] == [primary, second]
+    assert sleeps(effects) == []  # another node: no reason to wait
+    _, effects = drive(core.get(b"k", consistency=None), cluster)
+    assert [c.address for c in calls(effects)] == [second]
+    now[0] += 1.5
+    cluster.down.clear()
+    _, effects = drive(core.get(b"k", consistency=None), cluster)
+    assert [c.address for c in calls(effects)] == [primary]
+
+
+def test_reads_fail_over_on_timeouts_too_and_cycle_back_after_every_replica() -> None:
+    cluster = FakeCluster(topology(1, "a", "b", rf=2))
+    core = ring_core(cluster, max_retries=3)
+    primary, second = addresses(cluster.topology, b"k")
+    effects: list[Effect] = []
+
+    def slow(call: Call) -> Message:
+        raise FakeRpcError(errors.Timeout("slow"))
+
+    with pytest.raises(errors.Timeout):
+        drive(core.get(b"k", consistency=None), slow, effects)
+    assert [c.address for c in calls(effects)] == [primary, second, primary, primary]
+
+
+def test_writes_fail_over_when_the_primary_is_unavailable_but_not_on_timeout() -> None:
+    cluster = FakeCluster(topology(1, "a", "b", "c", rf=2))
+    core = ring_core(cluster)
+    primary, second = addresses(cluster.topology, b"k")
+    cluster.down.add(primary)
+    _, effects = drive(put(core, b"k"), cluster)
+    assert [c.address for c in calls(effects)] == [primary, second]
+    assert cluster.holder(b"k") == [second]  # the replica coordinated the write
+
+    core = ring_core(FakeCluster(cluster.topology))
+    script = failing(errors.Timeout("slow"), node_pb2.DeleteResponse(existed=True))
+    _, effects = drive(core.delete(b"k", consistency=None), script)
+    assert [c.address for c in calls(effects)] == [primary, primary]
+    assert len(sleeps(effects)) == 1
+
+
+def test_consistency_defaults_to_one_for_reads_and_quorum_for_writes() -> None:
+    cluster = FakeCluster(topology(1, "a", "b", "c", rf=3))
+    core = ring_core(cluster)
+    levels = {}
+    for name, op in [
+        ("get", core.get(b"k", consistency=None)),
+        ("get_many", core.get_many([b"k"], consistency=None)),
+        ("put", put(core, b"k")),
+        ("put_many", core.put_many({b"k": b"v"}, ttl=None, priority=0, consistency=None)),
+        ("delete", core.delete(b"k", consistency=None)),
+        ("delete_many", core.delete_many([b"k"], consistency=None)),
+        ("get_all", core.get(b"k", consistency="all")),
+    ]:
+        _, effects = drive(op, cluster)
+        levels[name] = calls(effects)[0].request.consistency  # type: ignore[attr-defined]
+    assert levels == {
+        "get": items_pb2.ONE,
+        "get_many": items_pb2.ONE,
+        "put": items_pb2.QUORUM,
+        "put_many": items_pb2.QUORUM,
+        "delete": items_pb2.QUORUM,
+        "delete_many": items_pb2.QUORUM,
+        "get_all": items_pb2.ALL,
+    }
+    custom = make_core(read_consistency=Consistency.QUORUM, write_consistency=Consistency.ONE)
+    _, effects = drive(custom.get(b"k", consistency=None), lambda c: node_pb2.GetResponse())
+    assert calls(effects)[0].request.consistency == items_pb2.QUORUM  # type: ignore[attr-defined]
+    _, effects = drive(put(custom, b"k"), lambda c: node_pb2.PutResponse())
+    assert calls(effects)[0].request.consistency == items_pb2.ONE  # type: ignore[attr-defined]
+
+
+# -- fan-out -------------------------------------------------------------------------
+
+
+def test_batches_fan_out_by_primary_in_one_parallel_effect_and_merge_in_order() -> None:
+    cluster = FakeCluster(topology(1, "a", "b", "c", rf=2))
+    core = ring_core(cluster)
+    keys = [f"k{i}" for i in range(60)]
+    _, effects = drive(
+        core.put_many({k: k.encode() for k in keys}, ttl=None, priority=0, consistency=None),
+        cluster,
+    )
+    [parallel] = effects
+    assert isinstance(parallel, Parallel)
+    assert sorted(c.address for c in parallel.calls) == ["a:7400", "b:7400", "c:7400"]
+    for call in parallel.calls:
+        assert all(
+            addresses(cluster.topology, k)[0] == call.address
+            for k in _keys("PutMany", call.request)
+        )
+    wanted = [*reversed(keys), "absent"]
+    result, effects = drive(core.get_many(wanted, consistency=None), cluster)
+    assert [type(e) for e in effects] == [Parallel]
+    assert list(result) == wanted[:-1]  # request order, missing keys left out
+    assert result == {k: k.encode() for k in keys}
+    count, _ = drive(core.delete_many([*keys[:10], "absent"], consistency=None), cluster)
+    assert count == 10
+
+
+def test_fan_out_sends_at_most_max_parallel_calls_at_once() -> None:
+    cluster = FakeCluster(topology(1, "a"))
+    core = ring_core(cluster, batch_items=10, max_parallel=2)
+    result, effects = drive(core.get_many([f"k{i}" for i in range(45)], consistency=None), cluster)
+    assert [len(e.calls) for e in effects if isinstance(e, Parallel)] == [2, 2, 1]
+    assert result == {}
+
+
+def test_a_partial_not_owner_resplits_only_the_refused_keys() -> None:
+    old = topology(1, "a", "b")
+    cluster = FakeCluster(old)
+    core = ring_core(cluster)
+    cluster.topology = new = topology(2, "a", "b", "c")
+    keys = [f"k{i}".encode() for i in range(200)]
+    _, effects = drive(
+        core.put_many({k: b"v" for k in keys}, ttl=None, priority=0, consistency=None), cluster
+    )
+    first, fetch, second = effects
+    assert isinstance(first, Parallel)
+    assert isinstance(fetch, Call)
+    assert fetch.method == "GetTopology"
+    assert isinstance(second, Parallel)
+    # Both old nodes lost keys to c, so both refused; nothing else was sent twice.
+    refused = {k for c in first.calls for k in _keys("PutMany", c.request)}
+    resent = [k for c in second.calls for k in _keys("PutMany", c.request)]
+    assert sorted(resent) == sorted(refused) == sorted(keys)
+    assert sorted(c.address for c in second.calls) == ["a:7400", "b:7400", "c:7400"]
+    for k in keys:
+        assert cluster.holder(k) == [addresses(new, k)[0]]
+
+
+def test_only_the_failed_sub_call_is_retried() -> None:
+    cluster = FakeCluster(topology(1, "a", "b", "c", rf=2))
+    core = ring_core(cluster)
+    keys = [f"k{i}".encode() for i in range(60)]
+    drive(core.put_many({k: b"v" for k in keys}, ttl=None, priority=0, consistency=None), cluster)
+    cluster.down.add("a:7400")
+    result, effects = drive(core.get_many(keys, consistency=None), cluster)
+    assert result == dict.fromkeys(keys, b"v")
+    first, second = effects  # the failed keys move on to their replicas at once
+    assert isinstance(first, Parallel)
+    retried = calls([second])
+    on_a = [k for k in keys if addresses(cluster.topology, k)[0] == "a:7400"]
+    assert sorted(k for c in retried for k in _keys("GetMany", c.request)) == sorted(on_a)
+    assert "a:7400" not in {c.address for c in retried}
+
+
+def test_a_non_retriable_sub_call_failure_raises() -> None:
+    cluster = FakeCluster(topology(1, "a", "b"))
+    core = ring_core(cluster)
+
+    def too_big(call: Call) -> Message:
+        if call.address == "b:7400":
+            raise FakeRpcError(errors.CapacityExceeded("batch too large"))
+        return cluster(call)
+
+    keys = {f"k{i}": b"v" for i in range(40)}
+    with pytest.raises(errors.CapacityExceeded, match="too large"):
+        drive(core.put_many(keys, ttl=None, priority=0, consistency=None), too_big)
+
+
+# -- node-scoped calls -----------------------------------------------------------------
+
+
+def test_stats_goes_to_the_node_named_or_to_any_node() -> None:
+    cluster = FakeCluster(topology(1, "a", "b"))
+    core = make_core(router=RingRouter(["a:7400"]))
+    stats, effects = drive(core.stats("b:7400"), cluster)
+    assert [c.address for c in calls(effects)] == ["b:7400"]  # no bootstrap needed
+    assert stats["node_id"] == "b:7400"
+    drive(core.topology(), cluster)
+    seen = {calls(drive(core.stats(), cluster)[1])[0].address for _ in range(4)}
+    assert seen == {"a:7400", "b:7400"}
+    with pytest.raises(InvalidRequest, match="address"):
+        drive(core.stats(""), no_io)
+
+
+def test_topology_is_cached_until_stale_or_asked_afresh() -> None:
+    cluster = FakeCluster(topology(1, "a"))
+    core = make_core(router=RingRouter(["a:7400"]))
+    t, effects = drive(core.topology(), cluster)
+    assert (t.epoch, len(calls(effects))) == (1, 1)
+    assert drive(core.topology(), no_io) == (t, [])
+    cluster.topology = topology(2, "a")
+    t, effects = drive(core.topology(refresh=True), cluster)
+    assert (t.epoch, len(calls(effects))) == (2, 1)
+
+
 # -- options, routing, exports ---------------------------------------------------
 
 
@@ -565,23 +979,50 @@ def test_options_are_validated_with_value_errors() -> None:
     with pytest.raises(ValueError, match="backoff <= max_backoff"):
         ClientOptions(backoff=2.0, max_backoff=1.0)
     with pytest.raises(ValueError, match="consistency must be one of"):
-        Client(ADDRESS, consistency="most")
+        Client(ADDRESS, read_consistency="most")
+    with pytest.raises(ValueError, match="consistency must be one of"):
+        AsyncClient(ADDRESS, write_consistency="twice")
+    with pytest.raises(ValueError, match="max_parallel"):
+        ClientOptions(max_parallel=0)
 
 
 def test_batch_bytes_fit_a_small_message_limit() -> None:
     settings: dict[str, Any] = {"timeout": 1.0, "max_retries": 0, "backoff": 0.0}
-    small = build_options(consistency="all", max_backoff=0.0, max_message_bytes=1 << 20, **settings)
+    small = build_options(
+        read_consistency="QUORUM",
+        write_consistency="all",
+        max_backoff=0.0,
+        max_message_bytes=1 << 20,
+        **settings,
+    )
     assert small.batch_bytes == 1 << 19
-    assert small.consistency is Consistency.ALL
+    assert (small.read_consistency, small.write_consistency) == (
+        Consistency.QUORUM,
+        Consistency.ALL,
+    )
     assert ("grpc.max_receive_message_length", 1 << 20) in small.channel_options()
 
 
-def test_static_router_takes_exactly_one_address() -> None:
-    assert StaticRouter.from_addresses(["h:1"]).replicas(b"k") == ("h:1",)
+def test_routers_are_chosen_and_addresses_checked_at_construction() -> None:
+    ring = make_router(["h:1", " h:2", "h:1"], "cluster")
+    assert isinstance(ring, RingRouter)
+    assert ring.bootstrap == ("h:1", "h:2")
+    commas = make_router("h:1,h:2", "cluster")
+    assert isinstance(commas, RingRouter)
+    assert commas.bootstrap == ("h:1", "h:2")
+    static = make_router(["h:1"], "static")
+    assert isinstance(static, StaticRouter)
+    assert static.replicas(b"k") == ("h:1",)
     with pytest.raises(ValueError, match="exactly one node"):
-        StaticRouter.from_addresses(["h:1", "h:2"])
-    with pytest.raises(ValueError, match="address"):
-        StaticRouter.from_addresses("")
+        make_router(["h:1", "h:2"], "static")
+    with pytest.raises(ValueError, match="required"):
+        make_router("", "cluster")
+    with pytest.raises(ValueError, match="required"):
+        make_router([], "cluster")
+    with pytest.raises(ValueError, match="strings"):
+        make_router([b"h:1"], "cluster")  # type: ignore[list-item]
+    with pytest.raises(ValueError, match="'cluster' or 'static'"):
+        Client(ADDRESS, routing="ring")  # type: ignore[arg-type]
 
 
 def test_all_is_complete() -> None:
@@ -597,13 +1038,22 @@ def test_all_is_complete() -> None:
 
 
 class FakeNode(node_pb2_grpc.NodeServicer, topology_pb2_grpc.TopologyServiceServicer):
-    """An in-memory node: a dict, versions from a counter, scripted failures per key."""
+    """An in-memory node: a dict, versions from a counter, scripted failures per key.
 
-    def __init__(self) -> None:
+    It serves ``topology`` (by default a cluster of itself alone). With ``barrier``
+    set, each GetMany waits until that many are in flight at once.
+    """
+
+    def __init__(self, node_id: str = "fake") -> None:
+        self.node_id = node_id
+        self.topology: Topology | None = None
         self.items: dict[bytes, node_pb2.Entry] = {}
         self.version = 0
         self.failures: dict[bytes, list[MemclusterError]] = {}
         self.attempts: dict[bytes, int] = {}
+        self.barrier = 0
+        self.arrived = 0
+        self.all_arrived = asyncio.Event()
 
     async def _maybe_fail(self, key: bytes, context: Any) -> None:
         self.attempts[key] = self.attempts.get(key, 0) + 1
@@ -637,6 +1087,12 @@ class FakeNode(node_pb2_grpc.NodeServicer, topology_pb2_grpc.TopologyServiceServ
         return node_pb2.DeleteResponse(existed=self.items.pop(request.key, None) is not None)
 
     async def GetMany(self, request: Any, context: Any) -> node_pb2.GetManyResponse:
+        if self.barrier:
+            self.arrived += 1
+            if self.arrived >= self.barrier:
+                self.all_arrived.set()
+            # Calls made one after another would never get past this point.
+            await asyncio.wait_for(self.all_arrived.wait(), timeout=10)
         entries = [self.items.get(k, node_pb2.Entry()) for k in request.keys]
         return node_pb2.GetManyResponse(entries=entries)
 
@@ -657,25 +1113,50 @@ class FakeNode(node_pb2_grpc.NodeServicer, topology_pb2_grpc.TopologyServiceServ
 
     async def Stats(self, request: Any, context: Any) -> node_pb2.StatsResponse:
         hot = node_pb2.TierStats(tier=items_pb2.HOT, enabled=True, items=len(self.items))
-        return node_pb2.StatsResponse(node_id="fake", tiers=[hot], epoch=1)
+        return node_pb2.StatsResponse(node_id=self.node_id, tiers=[hot], epoch=1)
 
     async def GetTopology(self, request: Any, context: Any) -> topology_pb2.Topology:
-        node = topology_pb2.NodeInfo(id="fake", address="here", weight=1, state=topology_pb2.UP)
-        return topology_pb2.Topology(epoch=1, replication_factor=1, nodes=[node])
+        assert self.topology is not None
+        return self.topology.to_wire()
 
 
-@pytest.fixture
-async def node() -> AsyncIterator[tuple[str, FakeNode]]:
+async def serve(fake: FakeNode) -> tuple[grpc.aio.Server, str]:
     server = grpc.aio.server()
-    fake = FakeNode()
     node_pb2_grpc.add_NodeServicer_to_server(fake, server)
     topology_pb2_grpc.add_TopologyServiceServicer_to_server(fake, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
+    return server, f"127.0.0.1:{port}"
+
+
+@pytest.fixture
+async def node() -> AsyncIterator[tuple[str, FakeNode]]:
+    fake = FakeNode()
+    server, address = await serve(fake)
+    # A standalone node: a cluster of one.
+    fake.topology = Topology(epoch=1, replication_factor=1, nodes=(NodeInfo("fake", address),))
     try:
-        yield f"127.0.0.1:{port}", fake
+        yield address, fake
     finally:
         await server.stop(None)
+
+
+@pytest.fixture
+async def two_nodes() -> AsyncIterator[list[tuple[str, FakeNode]]]:
+    fakes = [FakeNode("n0"), FakeNode("n1")]
+    started = [await serve(fake) for fake in fakes]
+    shared = Topology(
+        epoch=1,
+        replication_factor=1,
+        nodes=tuple(NodeInfo(f.node_id, a) for f, (_, a) in zip(fakes, started, strict=True)),
+    )
+    for fake in fakes:
+        fake.topology = shared
+    try:
+        yield [(address, fake) for (_, address), fake in zip(started, fakes, strict=True)]
+    finally:
+        for server, _ in started:
+            await server.stop(None)
 
 
 FACE_OPTIONS: dict[str, Any] = {"codec": JSON, "backoff": 0.001, "max_backoff": 0.002}
@@ -782,3 +1263,55 @@ async def test_sync_face_maps_server_errors(node: tuple[str, FakeNode]) -> None:
             client.get(b"k")
 
     await asyncio.to_thread(scenario)
+
+
+async def test_both_faces_send_a_fan_out_concurrently(node: tuple[str, FakeNode]) -> None:
+    address, fake = node
+    keys = [f"k{i:02}" for i in range(30)]
+    # 128-byte batches (half the message limit) cut the 30 keys into 3 GetMany calls.
+    fake.barrier = 3
+    async with AsyncClient(address, max_message_bytes=256) as aclient:
+        assert await aclient.get_many(keys) == {}
+    fake.arrived, fake.all_arrived = 0, asyncio.Event()
+
+    def blocking() -> dict[str, bytes]:
+        with Client(address, max_message_bytes=256) as client:
+            return client.get_many(keys)
+
+    assert await asyncio.to_thread(blocking) == {}
+
+
+async def test_keys_land_on_their_primaries_across_nodes(
+    two_nodes: list[tuple[str, FakeNode]],
+) -> None:
+    (first, n0), (second, n1) = two_nodes
+    assert n0.topology is not None
+    placement = Placement.current(n0.topology)
+    keys = [f"user:{i}" for i in range(40)]
+    async with AsyncClient(first) as client:  # bootstraps from one node, finds both
+        await client.put_many({k: k.encode() for k in keys})
+        await client.put("single", b"1")
+        assert await client.get_many(keys) == {k: k.encode() for k in keys}
+        assert (await client.stats(second))["node_id"] == "n1"
+        assert len((await client.topology()).nodes) == 2
+    for fake in (n0, n1):
+        expected = {k.encode() for k in [*keys, "single"]}
+        mine = {k for k in expected if placement.replicas(k)[0] == fake.node_id}
+        assert set(fake.items) == mine
+        assert mine  # both nodes got a share
+
+
+async def test_static_routing_talks_to_the_given_node_only(
+    two_nodes: list[tuple[str, FakeNode]],
+) -> None:
+    (first, n0), (_, n1) = two_nodes
+
+    def scenario() -> None:
+        with Client(first, routing="static") as client:
+            client.put_many({f"k{i}": b"v" for i in range(20)})
+            assert client.stats()["node_id"] == "n0"
+            assert len(client.topology().nodes) == 2
+
+    await asyncio.to_thread(scenario)
+    assert len(n0.items) == 20
+    assert not n1.items

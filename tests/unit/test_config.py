@@ -401,7 +401,9 @@ def test_unknown_keys_suggest_the_closest() -> None:
     assert problems_of(tiers(hot={"capcity": "5GB"})) == [
         "memory.tiers.hot.capcity: unknown key (did you mean capacity?)"
     ]
-    assert problems_of({"zzz": 1}) == ["zzz: unknown key (expected one of server, limits, memory, cluster)"]
+    assert problems_of({"zzz": 1}) == [
+        "zzz: unknown key (expected one of server, limits, memory, cluster)"
+    ]
 
 
 def test_all_problems_are_collected_in_one_error() -> None:

@@ -82,7 +82,8 @@ def _demo(cluster: LocalCluster, items: int, console: Console) -> int:
         elapsed = time.perf_counter() - started
         console.print(
             f"wrote {items:,} JSON documents ({raw / 1e6:.1f} MB, replication factor "
-            f"{client.topology().replication_factor}) in {elapsed:.1f}s; each node has a 2 MB hot tier"
+            f"{client.topology().replication_factor}) in {elapsed:.1f}s; "
+            "each node has a 2 MB hot tier"
         )
         status = cluster.status()
         render_cluster_status(status, console=console)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +50,7 @@ def merged(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll ``predicate`` (every 0.1 s) until true; TimeoutError naming ``what`` after ``timeout``."""
+    """Poll ``predicate`` every 0.1 s; TimeoutError naming ``what`` after ``timeout``."""
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
@@ -189,9 +189,7 @@ class LocalCluster:
         with AdminClient(self.coordinator_address()) as admin:
             return admin.status()
 
-    def settled(
-        self, *, nodes: int | None = None, required: Iterator[str] | list[str] = ()
-    ) -> bool:
+    def settled(self, *, nodes: int | None = None, required: Sequence[str] = ()) -> bool:
         """True when every topology node is UP and has finished migrating for the epoch."""
         try:
             status = self.status()

@@ -1,4 +1,4 @@
-"""``memcluster``: run a node, talk to one, inspect the configuration.
+"""``memcluster``: run a cluster and its processes, talk to it, inspect and change it.
 
 Exit codes: 0 success, 1 a request failed (the message says why), 2 bad usage or
 bad configuration, 3 a key was not found (``get``).
@@ -12,6 +12,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import yaml
 
@@ -150,55 +151,44 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and docs)."""
     parser = argparse.ArgumentParser(prog="memcluster", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
+    _process_commands(sub)
+    _data_commands(sub)
+    _cluster_commands(sub)
+    return parser
 
-    node = sub.add_parser("node", help="run a node")
-    node.add_argument("--config", help="YAML or TOML file (env MEMCLUSTER_* overrides it)")
-    node.add_argument("--ready-file", help="write the ready JSON (addresses) to this file")
-    node.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    node.set_defaults(func=cmd_node)
 
-    demo = sub.add_parser("demo", help="a local cluster, a workload, a node added, nothing lost")
-    demo.add_argument("--data-dir", help="keep all data here (default: a temporary dir)")
-    demo.add_argument("--items", type=int, default=30_000, help="documents to write")
-    demo.add_argument("--nodes", type=int, default=3, help="nodes to start with")
-    demo.add_argument("--rf", type=int, default=2, help="replication factor")
-    demo.set_defaults(func=cmd_demo)
-
+def _process_commands(sub: Any) -> None:
+    for name, func, help_ in (
+        ("node", cmd_node, "run a node"),
+        ("coordinator", cmd_coordinator, "run a coordinator replica"),
+    ):
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("--config", help="YAML or TOML file (env MEMCLUSTER_* overrides it)")
+        p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+        p.set_defaults(func=func)
+        if name == "node":
+            p.add_argument("--ready-file", help="write the ready JSON (addresses) to this file")
     config = sub.add_parser("config", help="validate a node configuration and print it")
     config.add_argument("--config", help="YAML or TOML file")
     config.set_defaults(func=cmd_config)
-
-    coord = sub.add_parser("coordinator", help="run a coordinator replica")
-    coord.add_argument("--config", help="YAML or TOML file (env MEMCLUSTER_* overrides it)")
-    coord.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    coord.set_defaults(func=cmd_coordinator)
-
     local = sub.add_parser("local", help="run etcd, a coordinator and nodes on this machine")
-    local.add_argument("--nodes", type=int, default=3, help="node processes (default 3)")
-    local.add_argument("--rf", type=int, default=2, help="replication factor (default 2)")
-    local.add_argument("--data-dir", help="keep all data here (default: a temporary dir)")
+    demo = sub.add_parser("demo", help="a local cluster, a workload, a node added, nothing lost")
+    for p in (local, demo):
+        p.add_argument("--nodes", type=int, default=3, help="nodes to start with (default 3)")
+        p.add_argument("--rf", type=int, default=2, help="replication factor (default 2)")
+        p.add_argument("--data-dir", help="keep all data here (default: a temporary dir)")
     local.add_argument("--demo", action="store_true", help="run the demo workload, then exit")
     local.set_defaults(func=cmd_local)
+    demo.add_argument("--items", type=int, default=30_000, help="documents to write")
+    demo.set_defaults(func=cmd_demo)
 
-    def coordinator_command(name: str, help_: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_)
-        p.add_argument("--coordinator", "-c", default=DEFAULT_COORDINATOR, help="host:port")
-        p.add_argument("--timeout", type=float, default=5.0, help="seconds per request")
-        return p
 
-    status = coordinator_command("status", "nodes, states, epoch, tiers, migration progress")
-    status.set_defaults(func=cmd_status)
-    admin = coordinator_command("admin", "change the cluster")
-    admin.add_argument("action", choices=["set-rf", "set-weight", "drain"])
-    admin.add_argument("node", nargs="?", help="node id (set-weight, drain)")
-    admin.add_argument("value", nargs="?", help="the replication factor or the weight")
-    admin.set_defaults(func=cmd_admin)
-
+def _data_commands(sub: Any) -> None:
     def client_command(name: str, help_: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_)
         p.add_argument("--address", "-a", default=DEFAULT_ADDRESS, help="a node's host:port")
         p.add_argument("--timeout", type=float, default=5.0, help="seconds per request")
-        return p
+        return p  # type: ignore[no-any-return]
 
     get = client_command("get", "print a key's value")
     get.add_argument("key")
@@ -212,10 +202,25 @@ def build_parser() -> argparse.ArgumentParser:
     delete = client_command("delete", "delete a key")
     delete.add_argument("key")
     delete.set_defaults(func=cmd_delete)
-    stats = client_command("stats", "show a node's tiers")
+    stats = client_command("stats", "show one node's tiers")
     stats.add_argument("--json", action="store_true", help="machine-readable output")
     stats.set_defaults(func=cmd_stats)
-    return parser
+
+
+def _cluster_commands(sub: Any) -> None:
+    def coordinator_command(name: str, help_: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("--coordinator", "-c", default=DEFAULT_COORDINATOR, help="host:port")
+        p.add_argument("--timeout", type=float, default=5.0, help="seconds per request")
+        return p  # type: ignore[no-any-return]
+
+    status = coordinator_command("status", "nodes, states, epoch, tiers, migration progress")
+    status.set_defaults(func=cmd_status)
+    admin = coordinator_command("admin", "change the cluster")
+    admin.add_argument("action", choices=["set-rf", "set-weight", "drain"])
+    admin.add_argument("node", nargs="?", help="node id (set-weight, drain)")
+    admin.add_argument("value", nargs="?", help="the replication factor or the weight")
+    admin.set_defaults(func=cmd_admin)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -12,9 +12,9 @@ import grpc.aio
 
 from memcluster.wire import node_pb2_grpc, topology_pb2_grpc
 
-from ._core import Call, Core, Op, Sleep
+from ._core import Call, Core, Op, Parallel, Sleep
 from ._options import DEFAULT_MAX_MESSAGE_BYTES, build_options
-from ._routing import StaticRouter
+from ._routing import Routing, make_router
 from .codecs import BYTES, Codec
 from .types import Consistency, Entry, K, Key, Topology, V
 
@@ -25,7 +25,12 @@ class AsyncClient(Generic[V]):
     """An asyncio memcluster client: Client's API with awaitable methods.
 
     Use it from one event loop; share it between tasks and close it once.
-    ``address`` is a node's host:port. Values go through ``codec`` (bytes by default).
+    ``address`` is one or more nodes to bootstrap from (host:port, a list of them, or
+    one string separated by commas): the client fetches the cluster topology from the
+    first that answers and then routes each key to its replicas. ``routing="static"``
+    sends everything to the one node given instead. Reads default to
+    ``read_consistency`` (the primary, failing over to replicas), writes to
+    ``write_consistency``. Values go through ``codec`` (bytes by default).
     ``timeout`` bounds each attempt, in seconds; retriable failures are retried up
     to ``max_retries`` times with jittered exponential backoff from ``backoff`` up
     to ``max_backoff`` seconds. Failures raise ``memcluster.common.errors`` classes;
@@ -37,23 +42,26 @@ class AsyncClient(Generic[V]):
         address: str | Sequence[str],
         *,
         timeout: float = 5.0,
-        consistency: str | Consistency = "quorum",
+        read_consistency: str | Consistency = "one",
+        write_consistency: str | Consistency = "quorum",
         # mypy cannot match a default against V's own default (bytes).
         codec: Codec[V] = BYTES,  # type: ignore[assignment]
         max_retries: int = 3,
         backoff: float = 0.05,
         max_backoff: float = 1.0,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        routing: Routing = "cluster",
     ) -> None:
         options = build_options(
             timeout=timeout,
-            consistency=consistency,
+            read_consistency=read_consistency,
+            write_consistency=write_consistency,
             max_retries=max_retries,
             backoff=backoff,
             max_backoff=max_backoff,
             max_message_bytes=max_message_bytes,
         )
-        self._core = Core(StaticRouter.from_addresses(address), codec, options)
+        self._core = Core(make_router(address, routing), codec, options)
         self._channels: dict[str, tuple[grpc.aio.Channel, dict[str, object]]] = {}
         self._closed = False
 
@@ -112,13 +120,19 @@ class AsyncClient(Generic[V]):
         """Delete ``keys``; returns how many of them existed."""
         return await self._run(self._core.delete_many(keys, consistency=consistency))
 
-    async def stats(self) -> dict[str, Any]:
-        """The node's statistics: node_id, epoch, tiers (by name) and counters."""
-        return await self._run(self._core.stats())
+    async def stats(self, address: str | None = None) -> dict[str, Any]:
+        """Statistics of the node at ``address`` (None: any node).
 
-    async def topology(self) -> Topology:
-        """The cluster topology as the node knows it."""
-        return await self._run(self._core.topology())
+        They hold node_id, epoch, tiers (by name) and counters.
+        """
+        return await self._run(self._core.stats(address))
+
+    async def topology(self, *, refresh: bool = False) -> Topology:
+        """The topology the client routes by: cached, or fetched when missing or stale.
+
+        ``refresh=True`` fetches it afresh first.
+        """
+        return await self._run(self._core.topology(refresh=refresh))
 
     async def close(self) -> None:
         """Close every connection; the client cannot be used afterwards."""
@@ -150,17 +164,38 @@ class AsyncClient(Generic[V]):
                 reply, failure = None, None
                 if isinstance(effect, Sleep):
                     await asyncio.sleep(effect.seconds)
-                    continue
-                try:
-                    reply = await self._invoke(effect)
-                except grpc.RpcError as exc:
-                    failure = exc
+                elif isinstance(effect, Parallel):
+                    reply = await self._parallel(effect.calls)
+                else:
+                    try:
+                        reply = await self._method(effect)(effect.request, timeout=effect.timeout)
+                    except grpc.RpcError as exc:
+                        failure = exc
         finally:
             op.close()
 
-    async def _invoke(self, call: Call) -> Any:
-        stub = self._stubs(call.address)[call.service]
-        return await getattr(stub, call.method)(call.request, timeout=call.timeout)
+    async def _parallel(self, calls: Sequence[Call]) -> list[Any]:
+        """Every call at once; each one's response or RpcError, in order."""
+
+        async def outcome(method: Any, call: Call) -> Any:
+            try:
+                return await method(call.request, timeout=call.timeout)
+            except grpc.RpcError as exc:
+                return exc
+
+        # Look every stub up first, so that a closed client fails before any call starts.
+        started = [(self._method(call), call) for call in calls]
+        tasks = [asyncio.ensure_future(outcome(method, call)) for method, call in started]
+        try:
+            return await asyncio.gather(*tasks)
+        except BaseException:
+            # gather leaves the other calls running when one fails unexpectedly.
+            for task in tasks:
+                task.cancel()
+            raise
+
+    def _method(self, call: Call) -> Any:
+        return getattr(self._stubs(call.address)[call.service], call.method)
 
     def _stubs(self, address: str) -> dict[str, object]:
         if self._closed:

@@ -1,62 +1,34 @@
 """The sans-IO client core: every decision, no I/O.
 
-Each operation is a generator that yields *effects* — ``Call`` (make this RPC) and
-``Sleep`` (back off this long) — and receives each call's response, or has the
-call's ``grpc.RpcError`` thrown into it. Validation, request building, response
-decoding, routing, batching and retries all live here, once; the sync face
-(``_sync.Client``) and the asyncio face (``_aio.AsyncClient``) only perform effects.
-Tests drive the generators by hand: no network, no sleeping.
+Each operation is a generator that yields *effects* (``_effects``: ``Call``,
+``Parallel``, ``Sleep``) and receives what they produced. Validation, request
+building and response decoding live here; routing, fan-out, retries, failover and
+topology refresh live in ``_dispatch``. The sync face (``_sync.Client``) and the
+asyncio face (``_aio.AsyncClient``) only perform effects. Tests drive the generators
+by hand: no network, no sleeping.
 """
 
 from __future__ import annotations
 
 import random as _random
-from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from functools import partial
-from typing import Any, Generic, Literal, TypeAlias, TypeVar
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Generic
 
-import grpc
 from google.protobuf.message import Message
 
 from memcluster.common.errors import InvalidRequest
 from memcluster.wire import items_pb2, node_pb2, topology_pb2
 
 from . import _wire as wire
+from ._dispatch import Dispatcher
+from ._effects import Call, Effect, Op, Parallel, Sleep
 from ._options import ClientOptions
-from ._retry import RetryPolicy, map_rpc_error
 from ._routing import Router
 from .codecs import Codec
-from .types import Entry, K, Topology, V
+from .types import Consistency, Entry, K, Topology, V
 
-T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class Call:
-    """Effect: make one unary RPC and send back its response (or throw its RpcError)."""
-
-    address: str
-    service: Literal["Node", "TopologyService"]
-    method: str
-    request: Message
-    timeout: float
-
-
-@dataclass(frozen=True, slots=True)
-class Sleep:
-    """Effect: wait ``seconds`` (a retry's backoff), then resume with None."""
-
-    seconds: float
-
-
-Effect: TypeAlias = Call | Sleep
-#: An operation in progress; its return value is the operation's result.
-Op: TypeAlias = Generator[Effect, Any, T]
-
-
-def _fixed(address: str) -> Callable[[int], str]:
-    return lambda _attempt: address
+__all__ = ["Call", "Core", "Effect", "Op", "Parallel", "Sleep"]
 
 
 def _same(key: bytes) -> bytes:
@@ -75,16 +47,8 @@ def _item_size(item: node_pb2.PutItem) -> int:
     return len(item.key) + len(item.value) + 32
 
 
-def _stats_request(epoch: int) -> Message:
-    return node_pb2.StatsRequest()
-
-
-def _topology_request(epoch: int) -> Message:
-    return topology_pb2.GetTopologyRequest(known_epoch=epoch)
-
-
 class Core(Generic[V]):
-    """Builds, routes, retries and decodes every client operation (see module doc)."""
+    """Builds, validates and decodes every client operation (see module doc)."""
 
     def __init__(
         self,
@@ -93,11 +57,12 @@ class Core(Generic[V]):
         options: ClientOptions,
         *,
         random: Callable[[], float] = _random.random,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.router = router
         self.codec = codec
         self.options = options
-        self.retry = RetryPolicy(options.max_retries, options.backoff, options.max_backoff, random)
+        self.dispatch = Dispatcher(router, options, random=random, clock=clock)
 
     # -- single keys --------------------------------------------------------
 
@@ -112,18 +77,21 @@ class Core(Generic[V]):
             wire.check_ttl(ttl),
             wire.check_priority(priority),
         )
-        build = partial(node_pb2.PutRequest, item=item, consistency=self._level(consistency))
-        response: node_pb2.PutResponse = yield from self._call(
-            "Node", "Put", self._primary(k), build
+        level = self._write_level(consistency)
+        response: node_pb2.PutResponse = yield from self._one(
+            "Put", k, lambda epoch: node_pb2.PutRequest(item=item, consistency=level, epoch=epoch)
         )
         return response.version
 
     def get_entry(self, key: object, *, consistency: object) -> Op[Entry[V] | None]:
         """Read one item with its metadata."""
         k = wire.encode_key(key)
-        build = partial(node_pb2.GetRequest, key=k, consistency=self._level(consistency))
-        response: node_pb2.GetResponse = yield from self._call(
-            "Node", "Get", self._reader(k), build
+        level = self._read_level(consistency)
+        response: node_pb2.GetResponse = yield from self._one(
+            "Get",
+            k,
+            lambda epoch: node_pb2.GetRequest(key=k, consistency=level, epoch=epoch),
+            read=True,
         )
         return wire.decode_entry(response.entry, self.codec)
 
@@ -135,9 +103,11 @@ class Core(Generic[V]):
     def delete(self, key: object, *, consistency: object) -> Op[bool]:
         """Delete one item; True when it existed."""
         k = wire.encode_key(key)
-        build = partial(node_pb2.DeleteRequest, key=k, consistency=self._level(consistency))
-        response: node_pb2.DeleteResponse = yield from self._call(
-            "Node", "Delete", self._primary(k), build
+        level = self._write_level(consistency)
+        response: node_pb2.DeleteResponse = yield from self._one(
+            "Delete",
+            k,
+            lambda epoch: node_pb2.DeleteRequest(key=k, consistency=level, epoch=epoch),
         )
         return response.existed
 
@@ -149,30 +119,34 @@ class Core(Generic[V]):
             fields["ttl_seconds"] = seconds
         if priority is not None:
             fields["priority"] = wire.check_priority(priority)
-        build = partial(node_pb2.TouchRequest, **fields)
-        response: node_pb2.TouchResponse = yield from self._call(
-            "Node", "Touch", self._primary(k), build
+        response: node_pb2.TouchResponse = yield from self._one(
+            "Touch", k, lambda epoch: node_pb2.TouchRequest(epoch=epoch, **fields)
         )
         return response.found
 
-    # -- batches ------------------------------------------------------------
+    # -- batches (fanned out by node, merged in request order) --------------
 
     def get_many(self, keys: Iterable[K], *, consistency: object) -> Op[dict[K, V]]:
         """Read many values; missing keys are absent from the result."""
         wanted: dict[bytes, list[K]] = {}
         for key in keys:
             wanted.setdefault(wire.encode_key(key), []).append(key)
-        level = self._level(consistency)
-        found: dict[K, V] = {}
-        for address, batch in self._batches(list(wanted), _key_size, _same):
-            build = partial(node_pb2.GetManyRequest, keys=batch, consistency=level)
-            response: node_pb2.GetManyResponse = yield from self._call(
-                "Node", "GetMany", _fixed(address), build
-            )
+        level = self._read_level(consistency)
+
+        def build(batch: Sequence[bytes], epoch: int) -> Message:
+            return node_pb2.GetManyRequest(keys=batch, consistency=level, epoch=epoch)
+
+        answers = yield from self.dispatch.keyed(
+            "GetMany", list(wanted), _same, build, read=True, size=_key_size
+        )
+        entries: dict[bytes, node_pb2.Entry] = {}
+        for batch, response in answers:
             wire.expect_count("entries", len(response.entries), len(batch))
-            for k, pb in zip(batch, response.entries, strict=True):
-                if (entry := wire.decode_entry(pb, self.codec)) is not None:
-                    found.update(dict.fromkeys(wanted[k], entry.value))
+            entries.update(zip(batch, response.entries, strict=True))
+        found: dict[K, V] = {}
+        for k, spellings in wanted.items():
+            if (entry := wire.decode_entry(entries[k], self.codec)) is not None:
+                found.update(dict.fromkeys(spellings, entry.value))
         return found
 
     def put_many(
@@ -189,105 +163,81 @@ class Core(Generic[V]):
         for key, value in _pairs(items):
             k = wire.encode_key(key)
             staged[k] = wire.put_item(k, wire.encode_value(self.codec, value), seconds, prio)
-        level = self._level(consistency)
-        for address, batch in self._batches(list(staged.values()), _item_size, _item_key):
-            build = partial(node_pb2.PutManyRequest, items=batch, consistency=level)
-            response: node_pb2.PutManyResponse = yield from self._call(
-                "Node", "PutMany", _fixed(address), build
-            )
+        level = self._write_level(consistency)
+
+        def build(batch: Sequence[node_pb2.PutItem], epoch: int) -> Message:
+            return node_pb2.PutManyRequest(items=batch, consistency=level, epoch=epoch)
+
+        answers = yield from self.dispatch.keyed(
+            "PutMany", list(staged.values()), _item_key, build, read=False, size=_item_size
+        )
+        for batch, response in answers:
             wire.expect_count("versions", len(response.versions), len(batch))
 
     def delete_many(self, keys: Iterable[object], *, consistency: object) -> Op[int]:
         """Delete many items; returns how many existed."""
         unique = list(dict.fromkeys(wire.encode_key(key) for key in keys))
-        level = self._level(consistency)
+        level = self._write_level(consistency)
+
+        def build(batch: Sequence[bytes], epoch: int) -> Message:
+            return node_pb2.DeleteManyRequest(keys=batch, consistency=level, epoch=epoch)
+
+        answers = yield from self.dispatch.keyed(
+            "DeleteMany", unique, _same, build, read=False, size=_key_size
+        )
         existed = 0
-        for address, batch in self._batches(unique, _key_size, _same):
-            build = partial(node_pb2.DeleteManyRequest, keys=batch, consistency=level)
-            response: node_pb2.DeleteManyResponse = yield from self._call(
-                "Node", "DeleteMany", _fixed(address), build
-            )
+        for batch, response in answers:
             wire.expect_count("results", len(response.existed), len(batch))
             existed += sum(response.existed)
         return existed
 
     # -- node and cluster ---------------------------------------------------
 
-    def stats(self) -> Op[dict[str, Any]]:
-        """The answering node's statistics."""
-        response: node_pb2.StatsResponse = yield from self._call(
-            "Node", "Stats", _fixed(self.router.any_address()), _stats_request
+    def stats(self, address: object = None) -> Op[dict[str, Any]]:
+        """Statistics of the node at ``address`` (None: any node)."""
+        if address is not None and not (isinstance(address, str) and address):
+            raise InvalidRequest(f"address must be a node's host:port or None, got {address!r}")
+        response: node_pb2.StatsResponse = yield from self.dispatch.on_node(
+            "Node", "Stats", node_pb2.StatsRequest(), address
         )
         return wire.decode_stats(response)
 
-    def topology(self, *, may_refresh: bool = True) -> Op[Topology]:
-        """The cluster topology as a node serves it."""
-        response: topology_pb2.Topology = yield from self._call(
-            "TopologyService",
-            "GetTopology",
-            _fixed(self.router.any_address()),
-            _topology_request,
-            may_refresh,
-        )
-        return wire.decode_topology(response)
+    def topology(self, *, refresh: bool = False) -> Op[Topology]:
+        """The topology keys are routed by (fetched first if none, stale, or ``refresh``)."""
+        if refresh:
+            self.dispatch.stale()
+        yield from self.dispatch.ready()
+        if (topology := self.router.topology) is not None:
+            return topology
+        # A static router routes by no topology: report the one its node serves.
+        request = topology_pb2.GetTopologyRequest()
+        response = yield from self.dispatch.on_node("TopologyService", "GetTopology", request, None)
+        return Topology.from_wire(response)
 
     # -- machinery ----------------------------------------------------------
 
-    def _call(
-        self,
-        service: Literal["Node", "TopologyService"],
-        method: str,
-        target: Callable[[int], str],
-        build: Callable[..., Message],
-        may_refresh: bool = True,
+    def _one(
+        self, method: str, key: bytes, build: Callable[[int], Message], *, read: bool = False
     ) -> Op[Any]:
-        """One RPC with retries; ``target(attempt)`` and the request are fresh per attempt."""
-        attempt = 0
-        while True:
-            request = build(epoch=self.router.epoch)
-            call = Call(target(attempt), service, method, request, self.options.timeout)
-            try:
-                return (yield call)
-            except grpc.RpcError as exc:
-                error = map_rpc_error(exc)
-                if not self.retry.should_retry(error, attempt):
-                    raise error from exc
-            if error.refresh_routing and may_refresh and self.router.refresh(error):
-                self.router.update((yield from self.topology(may_refresh=False)))
-            yield Sleep(self.retry.delay(attempt))
-            attempt += 1
+        """One keyed request; ``build(epoch)`` makes it afresh for every attempt."""
+        [(_, response)] = yield from self.dispatch.keyed(
+            method, (key,), _same, lambda _batch, epoch: build(epoch), read=read
+        )
+        return response
 
-    def _batches(
-        self,
-        items: Sequence[T],
-        size: Callable[[T], int],
-        key: Callable[[T], bytes],
-    ) -> Iterator[tuple[str, Sequence[T]]]:
-        """``items`` grouped by primary address, then cut into RPC-sized chunks."""
-        groups: dict[str, list[T]] = {}
-        for item in items:
-            groups.setdefault(self.router.replicas(key(item))[0], []).append(item)
-        opts = self.options
-        for address, group in groups.items():
-            for chunk in wire.chunks(group, size, opts.batch_items, opts.batch_bytes):
-                yield address, chunk
+    def _read_level(self, consistency: object) -> items_pb2.Consistency.ValueType:
+        return _level(consistency, self.options.read_consistency)
 
-    def _level(self, consistency: object) -> items_pb2.Consistency.ValueType:
-        if consistency is None:
-            return wire.consistency_to_wire(self.options.consistency)
-        if not isinstance(consistency, str):
-            raise InvalidRequest(f"consistency must be a str or Consistency, got {consistency!r}")
-        return wire.consistency_to_wire(wire.parse_consistency(consistency))
+    def _write_level(self, consistency: object) -> items_pb2.Consistency.ValueType:
+        return _level(consistency, self.options.write_consistency)
 
-    def _primary(self, key: bytes) -> Callable[[int], str]:
-        return lambda _attempt: self.router.replicas(key)[0]
 
-    def _reader(self, key: bytes) -> Callable[[int], str]:
-        def pick(attempt: int) -> str:
-            replicas = self.router.replicas(key)
-            return replicas[attempt % len(replicas)]
-
-        return pick
+def _level(consistency: object, default: Consistency) -> items_pb2.Consistency.ValueType:
+    if consistency is None:
+        return wire.consistency_to_wire(default)
+    if not isinstance(consistency, str):
+        raise InvalidRequest(f"consistency must be a str or Consistency, got {consistency!r}")
+    return wire.consistency_to_wire(wire.parse_consistency(consistency))
 
 
 def _pairs(items: Mapping[K, V] | Iterable[tuple[K, V]]) -> Iterator[tuple[K, V]]:

@@ -19,18 +19,26 @@ class ClientOptions:
     """A client's settings; times in seconds, sizes in bytes."""
 
     timeout: float = 5.0
-    consistency: Consistency = Consistency.QUORUM
+    #: Default level of get/get_entry/get_many: the primary, failing over to replicas.
+    read_consistency: Consistency = Consistency.ONE
+    #: Default level of put/put_many/delete/delete_many.
+    write_consistency: Consistency = Consistency.QUORUM
     max_retries: int = 3
     backoff: float = 0.05
     max_backoff: float = 1.0
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     batch_items: int = 1000
     batch_bytes: int = DEFAULT_BATCH_BYTES
+    #: At most this many RPCs of one batch operation are in flight at once.
+    max_parallel: int = 32
+    #: A node that failed over is avoided for this long when a replica can serve instead.
+    suspect_seconds: float = 1.0
 
     def __post_init__(self) -> None:
+        positive = ("timeout", "max_message_bytes", "batch_items", "batch_bytes", "max_parallel")
         problems = [
             f"{name} must be > 0, got {getattr(self, name)}"
-            for name in ("timeout", "max_message_bytes", "batch_items", "batch_bytes")
+            for name in positive
             if not getattr(self, name) > 0
         ]
         if self.max_retries < 0:
@@ -39,6 +47,8 @@ class ClientOptions:
             problems.append(
                 f"need 0 <= backoff <= max_backoff, got {self.backoff} and {self.max_backoff}"
             )
+        if not self.suspect_seconds >= 0:
+            problems.append(f"suspect_seconds must be >= 0, got {self.suspect_seconds}")
         if problems:
             raise ValueError("; ".join(problems))
 
@@ -63,7 +73,8 @@ class ClientOptions:
 def build_options(
     *,
     timeout: float,
-    consistency: str | Consistency,
+    read_consistency: str | Consistency,
+    write_consistency: str | Consistency,
     max_retries: int,
     backoff: float,
     max_backoff: float,
@@ -71,12 +82,14 @@ def build_options(
 ) -> ClientOptions:
     """ClientOptions from a face's constructor arguments (ValueError when invalid)."""
     try:
-        level = wire.parse_consistency(consistency)
+        read = wire.parse_consistency(read_consistency)
+        write = wire.parse_consistency(write_consistency)
     except InvalidRequest as exc:
         raise ValueError(exc.message) from exc
     return ClientOptions(
         timeout=timeout,
-        consistency=level,
+        read_consistency=read,
+        write_consistency=write,
         max_retries=max_retries,
         backoff=backoff,
         max_backoff=max_backoff,

@@ -1,16 +1,12 @@
-"""Retry decisions: which failures to retry and how long to back off, plus error mapping."""
+"""Retry decisions: which failures to retry, and how long to back off."""
 
 from __future__ import annotations
 
 import random as _random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import cast
 
-import grpc
-import grpc.aio
-
-from memcluster.common.errors import MemclusterError, from_rpc_error, from_status
+from memcluster.common.errors import MemclusterError
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,13 +27,3 @@ class RetryPolicy:
         """Exponential backoff with jitter, within [cap/2, cap] (cap grows to max_backoff)."""
         cap = min(self.max_backoff, self.backoff * 2.0 ** min(retries_done, 32))
         return cap / 2 + self.random() * cap / 2
-
-
-def map_rpc_error(exc: grpc.RpcError) -> MemclusterError:
-    """The memcluster error for a failed call, from either gRPC API."""
-    if isinstance(exc, grpc.aio.AioRpcError):
-        # AioRpcError is not a grpc.Call, which from_rpc_error requires.
-        # Its trailing metadata iterates as (key, value) pairs.
-        metadata = cast(Sequence[tuple[str, str | bytes]], tuple(exc.trailing_metadata() or ()))
-        return from_status(exc.code(), exc.details() or "", metadata)
-    return from_rpc_error(exc)

@@ -12,9 +12,9 @@ import grpc
 
 from memcluster.wire import node_pb2_grpc, topology_pb2_grpc
 
-from ._core import Call, Core, Op, Sleep
+from ._core import Call, Core, Op, Parallel, Sleep
 from ._options import DEFAULT_MAX_MESSAGE_BYTES, build_options
-from ._routing import StaticRouter
+from ._routing import Routing, make_router
 from .codecs import BYTES, Codec
 from .types import Consistency, Entry, K, Key, Topology, V
 
@@ -24,7 +24,12 @@ T = TypeVar("T")
 class Client(Generic[V]):
     """A blocking memcluster client; thread-safe, meant to be shared and closed once.
 
-    ``address`` is a node's host:port. Values go through ``codec`` (bytes by default).
+    ``address`` is one or more nodes to bootstrap from (host:port, a list of them, or
+    one string separated by commas): the client fetches the cluster topology from the
+    first that answers and then routes each key to its replicas. ``routing="static"``
+    sends everything to the one node given instead. Reads default to
+    ``read_consistency`` (the primary, failing over to replicas), writes to
+    ``write_consistency``. Values go through ``codec`` (bytes by default).
     ``timeout`` bounds each attempt, in seconds; retriable failures are retried up
     to ``max_retries`` times with jittered exponential backoff from ``backoff`` up
     to ``max_backoff`` seconds. Failures raise ``memcluster.common.errors`` classes;
@@ -36,23 +41,26 @@ class Client(Generic[V]):
         address: str | Sequence[str],
         *,
         timeout: float = 5.0,
-        consistency: str | Consistency = "quorum",
+        read_consistency: str | Consistency = "one",
+        write_consistency: str | Consistency = "quorum",
         # mypy cannot match a default against V's own default (bytes).
         codec: Codec[V] = BYTES,  # type: ignore[assignment]
         max_retries: int = 3,
         backoff: float = 0.05,
         max_backoff: float = 1.0,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        routing: Routing = "cluster",
     ) -> None:
         options = build_options(
             timeout=timeout,
-            consistency=consistency,
+            read_consistency=read_consistency,
+            write_consistency=write_consistency,
             max_retries=max_retries,
             backoff=backoff,
             max_backoff=max_backoff,
             max_message_bytes=max_message_bytes,
         )
-        self._core = Core(StaticRouter.from_addresses(address), codec, options)
+        self._core = Core(make_router(address, routing), codec, options)
         self._channels: dict[str, tuple[grpc.Channel, dict[str, object]]] = {}
         self._lock = threading.Lock()
         self._closed = False
@@ -112,13 +120,19 @@ class Client(Generic[V]):
         """Delete ``keys``; returns how many of them existed."""
         return self._run(self._core.delete_many(keys, consistency=consistency))
 
-    def stats(self) -> dict[str, Any]:
-        """The node's statistics: node_id, epoch, tiers (by name) and counters."""
-        return self._run(self._core.stats())
+    def stats(self, address: str | None = None) -> dict[str, Any]:
+        """Statistics of the node at ``address`` (None: any node).
 
-    def topology(self) -> Topology:
-        """The cluster topology as the node knows it."""
-        return self._run(self._core.topology())
+        They hold node_id, epoch, tiers (by name) and counters.
+        """
+        return self._run(self._core.stats(address))
+
+    def topology(self, *, refresh: bool = False) -> Topology:
+        """The topology the client routes by: cached, or fetched when missing or stale.
+
+        ``refresh=True`` fetches it afresh first.
+        """
+        return self._run(self._core.topology(refresh=refresh))
 
     def close(self) -> None:
         """Close every connection; the client cannot be used afterwards."""
@@ -151,17 +165,35 @@ class Client(Generic[V]):
                 reply, failure = None, None
                 if isinstance(effect, Sleep):
                     time.sleep(effect.seconds)
-                    continue
-                try:
-                    reply = self._invoke(effect)
-                except grpc.RpcError as exc:
-                    failure = exc
+                elif isinstance(effect, Parallel):
+                    reply = self._parallel(effect.calls)
+                else:
+                    try:
+                        reply = self._method(effect)(effect.request, timeout=effect.timeout)
+                    except grpc.RpcError as exc:
+                        failure = exc
         finally:
             op.close()
 
-    def _invoke(self, call: Call) -> Any:
-        stub = self._stubs(call.address)[call.service]
-        return getattr(stub, call.method)(call.request, timeout=call.timeout)
+    def _parallel(self, calls: Sequence[Call]) -> list[Any]:
+        """Start every call as a grpc future, then collect each response or RpcError."""
+        started = [(self._method(call), call) for call in calls]
+        futures = [method.future(call.request, timeout=call.timeout) for method, call in started]
+        outcomes: list[Any] = []
+        try:
+            for future in futures:
+                try:
+                    outcomes.append(future.result())
+                except grpc.RpcError as exc:
+                    outcomes.append(exc)
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+        return outcomes
+
+    def _method(self, call: Call) -> Any:
+        return getattr(self._stubs(call.address)[call.service], call.method)
 
     def _stubs(self, address: str) -> dict[str, object]:
         with self._lock:

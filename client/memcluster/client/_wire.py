@@ -12,10 +12,10 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from memcluster.common.errors import InternalError, InvalidRequest
-from memcluster.wire import items_pb2, node_pb2, topology_pb2
+from memcluster.wire import items_pb2, node_pb2
 
 from .codecs import Codec
-from .types import Consistency, Entry, NodeInfo, Topology, V
+from .types import Consistency, Entry, V
 
 T = TypeVar("T")
 
@@ -27,12 +27,6 @@ _CONSISTENCY = {
     Consistency.ALL: items_pb2.ALL,
 }
 _TIERS = {items_pb2.HOT: "hot", items_pb2.WARM: "warm", items_pb2.COLD: "cold"}
-_STATES = {
-    topology_pb2.JOINING: "joining",
-    topology_pb2.UP: "up",
-    topology_pb2.DRAINING: "draining",
-    topology_pb2.DOWN: "down",
-}
 
 
 def parse_consistency(value: str | Consistency) -> Consistency:
@@ -143,20 +137,6 @@ def decode_stats(response: node_pb2.StatsResponse) -> dict[str, Any]:
         "tiers": tiers,
         "counters": dict(response.counters),
     }
-
-
-def decode_topology(response: topology_pb2.Topology) -> Topology:
-    """A Topology snapshot."""
-    return Topology(
-        epoch=response.epoch,
-        replication_factor=response.replication_factor,
-        nodes=tuple(
-            NodeInfo(
-                id=n.id, address=n.address, weight=n.weight, state=_STATES.get(n.state, "unknown")
-            )
-            for n in response.nodes
-        ),
-    )
 
 
 def chunks(

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 import grpc
 
 from memcluster.common.errors import from_rpc_error
 from memcluster.wire import coordinator_pb2, coordinator_pb2_grpc, topology_pb2
+
+_R = TypeVar("_R")
 
 
 class AdminClient:
@@ -49,7 +54,7 @@ class AdminClient:
         """Ask a node to hand its data over and leave."""
         return self._call(self._stub.Drain, coordinator_pb2.DrainRequest(node_id=node_id)).message
 
-    def _call(self, method, request):  # type: ignore[no-untyped-def]
+    def _call(self, method: Callable[..., _R], request: object) -> _R:
         try:
             return method(request, timeout=self.timeout)
         except grpc.RpcError as exc:

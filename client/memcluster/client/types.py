@@ -1,4 +1,8 @@
-"""The client's public value types: consistency levels, entries and topology snapshots."""
+"""The client's public value types: consistency levels, entries and topology snapshots.
+
+Topology, NodeInfo and NodeState are the cluster's own (``memcluster.common.topology``),
+re-exported so that callers need only ``memcluster.client``.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,8 @@ import enum
 import typing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Generic
+
+from memcluster.common.topology import NodeInfo, NodeState, Topology
 
 if TYPE_CHECKING:
     # PEP 696 defaults let `Client("host:port")` infer Client[bytes]; the runtime
@@ -15,6 +21,8 @@ if TYPE_CHECKING:
     V = TypeVar("V", default=bytes)
 else:
     V = typing.TypeVar("V")
+
+__all__ = ["Consistency", "Entry", "K", "Key", "NodeInfo", "NodeState", "Topology", "V"]
 
 #: A key as callers pass it: bytes, or str (sent UTF-8 encoded).
 Key = bytes | str
@@ -42,25 +50,3 @@ class Entry(Generic[V]):
     priority: int
     #: The tier that served the read: 'hot', 'warm' or 'cold' ('unknown' if unreported).
     tier: str
-
-
-@dataclass(frozen=True, slots=True)
-class NodeInfo:
-    """One node of the cluster as the topology lists it."""
-
-    id: str
-    #: host:port of the node's gRPC server.
-    address: str
-    #: Ring weight (1.0 is a standard share).
-    weight: float
-    #: 'joining', 'up', 'draining', 'down' or 'unknown'.
-    state: str
-
-
-@dataclass(frozen=True, slots=True)
-class Topology:
-    """A snapshot of the cluster topology."""
-
-    epoch: int
-    replication_factor: int
-    nodes: tuple[NodeInfo, ...]

@@ -54,15 +54,13 @@ class Placement:
         if not self.members:
             self._owners: list[tuple[str, ...]] = [()] * partitions
             return
-        ring = HashRing(
-            nodes={
-                n.id: {"vnodes": max(1, round(VNODES_PER_WEIGHT * n.weight))}
-                for n in self.members
-                if n.weight > 0
-            }
-            or {n.id: {"vnodes": 1} for n in self.members}
-        )
-        size = min(replication_factor, len(self.members))
+        weighted = {
+            n.id: {"vnodes": max(1, round(VNODES_PER_WEIGHT * n.weight))}
+            for n in self.members
+            if n.weight > 0
+        } or {n.id: {"vnodes": 1} for n in self.members}
+        ring = HashRing(nodes=weighted)
+        size = min(replication_factor, len(weighted))
         self._owners = [
             tuple(d["nodename"] for d in ring.range(f"partition-{p}", size, unique=True))
             for p in range(partitions)

@@ -15,6 +15,9 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import TypeVar
+
+from google.protobuf.message import Message
 
 from memcluster.common.config import CoordinatorConfig, etcd_endpoints
 from memcluster.common.topology import Topology
@@ -204,7 +207,10 @@ class CoordinatorRuntime:
         )
 
 
-def _parse(cls: type, data: bytes) -> object:
+_M = TypeVar("_M", bound=Message)
+
+
+def _parse(cls: type[_M], data: bytes) -> _M:
     msg = cls()
     msg.ParseFromString(data)
     return msg

@@ -67,7 +67,8 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
         await self.runtime.etcd.put(self.runtime.keys.desired_rf, str(rf).encode())
         members = len(snap.topology.members())
         note = (
-            f"; only {members} nodes are in the ring, so keys get {members} replicas until more join"
+            f"; only {members} nodes are in the ring, so keys get {members} replicas"
+            " until more join"
             if rf > members
             else ""
         )

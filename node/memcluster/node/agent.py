@@ -127,10 +127,11 @@ class ClusterAgent:
         )
 
     async def _watch_topology(self) -> None:
-        data = await self.etcd.get(self.keys.topology)
+        data, revision = await self.etcd.get_with_revision(self.keys.topology)
         if data:
             self._apply(Topology.from_bytes(data))
-        async for event in self.etcd.watch_prefix(self.keys.topology):
+        watch = self.etcd.watch_prefix(self.keys.topology, start_revision=revision + 1)
+        async for event in watch:
             if event.kind == "put" and event.key == self.keys.topology:
                 self._apply(Topology.from_bytes(event.value))
 
@@ -154,11 +155,11 @@ class ClusterAgent:
             self._on_leave()
 
     async def _watch_migrations(self) -> None:
-        self._progress = {}
-        for key, value in (await self.etcd.get_prefix(self.keys.migrations)).items():
-            self._progress[Keys.leaf(key)] = _parse_progress(value)
+        listed, revision = await self.etcd.get_prefix_with_revision(self.keys.migrations)
+        self._progress = {Keys.leaf(k): _parse_progress(v) for k, v in listed.items()}
         self._recompute_settling()
-        async for event in self.etcd.watch_prefix(self.keys.migrations):
+        watch = self.etcd.watch_prefix(self.keys.migrations, start_revision=revision + 1)
+        async for event in watch:
             node = Keys.leaf(event.key)
             if event.kind == "put":
                 self._progress[node] = _parse_progress(event.value)
