@@ -6,7 +6,6 @@ Each test waits on conditions with deadlines and stops every process it started.
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
 import threading
@@ -16,11 +15,12 @@ from typing import Any
 
 import pytest
 
-from memcluster.cli.local import LocalCluster, wait_for
+from memcluster.cli.local import wait_for
 from memcluster.client import Client
 from memcluster.client.admin import AdminClient
 from memcluster.common.errors import MemclusterError
 from tests.integration.conftest import MakeCluster, holders
+from tests.integration.target import ClusterTarget
 
 pytestmark = pytest.mark.integration
 
@@ -35,14 +35,14 @@ def write_all(client: Client[bytes], count: int, generation: int = 0) -> dict[by
     return data
 
 
-def replicas_restored(cluster: LocalCluster, keys: list[bytes], rf: int) -> bool:
+def replicas_restored(cluster: ClusterTarget, keys: list[bytes], rf: int) -> bool:
     return all(len(nodes) == rf for nodes in holders(cluster, keys).values())
 
 
 class Load:
     """Writes and reads in a thread until stopped; records every failure."""
 
-    def __init__(self, cluster: LocalCluster, known: dict[bytes, bytes]) -> None:
+    def __init__(self, cluster: ClusterTarget, known: dict[bytes, bytes]) -> None:
         self.client = Client(cluster.node_addresses(), timeout=5.0)
         self.known = dict(known)
         self.failures: list[str] = []
@@ -83,10 +83,10 @@ class Load:
 def test_sigkill_a_node_keeps_acknowledged_writes_and_restores_rf(
     make_cluster: MakeCluster,
 ) -> None:
-    cluster = make_cluster(nodes=3, replication_factor=2)
+    cluster = make_cluster()
     with Client(cluster.node_addresses()) as client:
         data = write_all(client, 10_000)
-        cluster.nodes["n3"].kill()
+        cluster.kill_node("n3")
         assert client.get_many(list(data)) == data  # reads fail over to the other replica
         wait_for(
             lambda: "n3" not in {n.id for n in cluster.status().topology.nodes},
@@ -100,7 +100,7 @@ def test_sigkill_a_node_keeps_acknowledged_writes_and_restores_rf(
 
 
 def test_add_a_node_under_load_without_failed_reads(make_cluster: MakeCluster) -> None:
-    cluster = make_cluster(nodes=3, replication_factor=2)
+    cluster = make_cluster()
     with Client(cluster.node_addresses()) as client:
         data = write_all(client, 8_000)
     with Load(cluster, data) as load:
@@ -114,13 +114,13 @@ def test_add_a_node_under_load_without_failed_reads(make_cluster: MakeCluster) -
         assert client.get_many(list(load.known)) == load.known
     per_node = Counter(n for nodes in holders(cluster, list(load.known)).values() for n in nodes)
     ideal = 2 * len(load.known) / 4
-    assert set(per_node) == {"n1", "n2", "n3", "n4"}
+    assert len(per_node) == 4
     for node, count in per_node.items():
         assert 0.6 * ideal <= count <= 1.4 * ideal, (node, count, ideal)
 
 
 def test_drain_hands_everything_over_and_exits(make_cluster: MakeCluster) -> None:
-    cluster = make_cluster(nodes=3, replication_factor=2)
+    cluster = make_cluster()
     with Client(cluster.node_addresses()) as client:
         data = write_all(client, 5_000)
     result = subprocess.run(
@@ -141,7 +141,7 @@ def test_drain_hands_everything_over_and_exits(make_cluster: MakeCluster) -> Non
     )
     assert result.returncode == 0, result.stderr
     assert "n2" in result.stdout
-    assert cluster.nodes["n2"].wait(timeout=120) == 0
+    assert cluster.wait_node_exit("n2", timeout=120) == 0
     cluster.wait_settled(60)
     assert {n.id for n in cluster.status().topology.nodes} == {"n1", "n3"}
     with Client(cluster.node_addresses()) as client:
@@ -150,11 +150,10 @@ def test_drain_hands_everything_over_and_exits(make_cluster: MakeCluster) -> Non
 
 
 def test_sigstop_then_sigcont_converges(make_cluster: MakeCluster) -> None:
-    cluster = make_cluster(nodes=3, replication_factor=2)
+    cluster = make_cluster()
     with Client(cluster.node_addresses(), timeout=3.0) as client:
         data = write_all(client, 3_000)
-        hung = cluster.nodes["n2"]
-        hung.signal(signal.SIGSTOP)
+        cluster.pause_node("n2")
         try:
             wait_for(
                 lambda: "n2" not in {n.id for n in cluster.status().topology.nodes},
@@ -165,7 +164,7 @@ def test_sigstop_then_sigcont_converges(make_cluster: MakeCluster) -> None:
             # Writes while n2 is frozen: they must win over whatever n2 still holds.
             newer = write_all(client, 3_000, generation=1)
         finally:
-            hung.signal(signal.SIGCONT)
+            cluster.resume_node("n2")
         wait_for(
             lambda: "n2" in {n.id for n in cluster.status().topology.nodes},
             30,
@@ -178,29 +177,29 @@ def test_sigstop_then_sigcont_converges(make_cluster: MakeCluster) -> None:
 
 
 def test_coordinator_leader_failover(make_cluster: MakeCluster) -> None:
-    cluster = make_cluster(nodes=2, coordinators=2, replication_factor=2)
+    cluster = make_cluster()
     leader = cluster.status().leader_id
-    assert leader in cluster.coordinators
-    cluster.coordinators[leader].kill()
-    survivor = next(name for name in cluster.coordinators if name != leader)
+    assert leader in ("c1", "c2")
+    cluster.kill_coordinator(leader)
+    survivor = "c2" if leader == "c1" else "c1"
     started = time.monotonic()
     wait_for(lambda: cluster.status().leader_id == survivor, 15, "a new leader")
     assert time.monotonic() - started < 2 * 2 + 3  # lease ttl 2s, plus detection slack
-    cluster.add_node("n3", wait=True, timeout=120)  # topology changes go on
-    assert len(cluster.status().topology.nodes) == 3
+    cluster.add_node("n4", wait=True, timeout=120)  # topology changes go on
+    assert len(cluster.status().topology.nodes) == 4
 
 
 def test_etcd_restart_keeps_serving_and_nodes_register_again(make_cluster: MakeCluster) -> None:
-    cluster = make_cluster(nodes=3, replication_factor=2)
+    cluster = make_cluster()
     epoch = cluster.status().topology.epoch
     with Client(cluster.node_addresses()) as client:
         data = write_all(client, 2_000)
-        cluster.etcd.stop()
+        cluster.stop_etcd()
         # No etcd: nodes and clients go on with the last topology they know.
         more = {f"during:{i}".encode(): value(i) for i in range(500)}
         client.put_many(more)
         assert client.get_many(list(data) + list(more)) == {**data, **more}
-        cluster.etcd.start()
+        cluster.start_etcd()
         wait_for(lambda: len(_members(cluster)) == 3, 60, "nodes to register again")
         assert cluster.status().topology.epoch == epoch  # nothing moved meanwhile
         cluster.add_node("n4", wait=True, timeout=180)
@@ -208,12 +207,12 @@ def test_etcd_restart_keeps_serving_and_nodes_register_again(make_cluster: MakeC
 
 
 def test_stale_epoch_client_is_redirected(make_cluster: MakeCluster) -> None:
-    cluster = make_cluster(nodes=2, replication_factor=1)
+    cluster = make_cluster()
     stale = Client(cluster.node_addresses())
     try:
         data = write_all(stale, 2_000)
         old_epoch = stale.topology().epoch
-        cluster.add_node("n3", wait=True, timeout=120)
+        cluster.add_node("n4", wait=True, timeout=120)
         assert stale.topology().epoch == old_epoch  # still the cached topology
         assert stale.get_many(list(data)) == data  # NotOwner -> refresh -> retry
         stale.put(b"after-move", b"ok")
@@ -224,7 +223,7 @@ def test_stale_epoch_client_is_redirected(make_cluster: MakeCluster) -> None:
 
 
 def test_status_and_set_rf_through_the_cli(make_cluster: MakeCluster) -> None:
-    cluster = make_cluster(nodes=3, replication_factor=1)
+    cluster = make_cluster()
     with Client(cluster.node_addresses()) as client:
         data = write_all(client, 2_000)
 
@@ -246,28 +245,28 @@ def test_status_and_set_rf_through_the_cli(make_cluster: MakeCluster) -> None:
 
     status = cli("status")
     assert status.returncode == 0, status.stderr
-    for text in ("epoch", "n1", "n2", "n3", "up", "replication factor 1"):
+    for text in ("epoch", "n1", "n2", "n3", "up", "replication factor 2"):
         assert text in status.stdout
-    assert cli("admin", "set-rf", "2").returncode == 0
-    wait_for(lambda: cluster.status().topology.replication_factor == 2, 30, "rf 2")
+    assert cli("admin", "set-rf", "3").returncode == 0
+    wait_for(lambda: cluster.status().topology.replication_factor == 3, 30, "rf 3")
     cluster.wait_settled(120)
     keys = list(data)
-    wait_for(lambda: replicas_restored(cluster, keys, 2), 60, "every key on 2 nodes")
+    wait_for(lambda: replicas_restored(cluster, keys, 3), 60, "every key on 3 nodes")
     bad = cli("admin", "set-rf", "0")
     assert bad.returncode == 1 and "replication factor" in bad.stderr
 
 
-def _members(cluster: LocalCluster) -> set[str]:
+def _members(cluster: ClusterTarget) -> set[str]:
     status: Any = cluster.status()
     return {load.node_id for load in status.loads if load.alive}
 
 
 def test_admin_errors_are_clear(make_cluster: MakeCluster) -> None:
-    cluster = make_cluster(nodes=1, replication_factor=1)
+    cluster = make_cluster()
     with AdminClient(cluster.coordinator_address()) as admin:
         with pytest.raises(MemclusterError, match="no node 'ghost'"):
             admin.drain("ghost")
-        with pytest.raises(MemclusterError, match="last node"):
-            admin.drain("n1")
         with pytest.raises(MemclusterError, match="weight"):
             admin.set_weight("n1", -1)
+        with pytest.raises(MemclusterError, match="replication factor"):
+            admin.set_replication_factor(99)

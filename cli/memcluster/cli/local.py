@@ -8,6 +8,7 @@ each process's config and log, each node's cold tier.
 from __future__ import annotations
 
 import copy
+import signal
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -170,6 +171,36 @@ class LocalCluster:
         if wait:
             self.wait_settled(timeout, required=[name])
         return proc
+
+    # -- faults (the integration tests' vocabulary; the docker target mirrors it) ----
+
+    def kill_node(self, name: str) -> None:
+        """SIGKILL a node: no shutdown code runs."""
+        self.nodes[name].kill()
+
+    def pause_node(self, name: str) -> None:
+        """SIGSTOP a node: a hung process, not a dead one."""
+        self.nodes[name].signal(signal.SIGSTOP)
+
+    def resume_node(self, name: str) -> None:
+        """SIGCONT a paused node."""
+        self.nodes[name].signal(signal.SIGCONT)
+
+    def wait_node_exit(self, name: str, timeout: float) -> int:
+        """Wait for a node to exit by itself (after a drain); returns its exit code."""
+        return self.nodes[name].wait(timeout)
+
+    def kill_coordinator(self, name: str) -> None:
+        """SIGKILL a coordinator replica."""
+        self.coordinators[name].kill()
+
+    def stop_etcd(self) -> None:
+        """Stop etcd (its data stays)."""
+        self.etcd.stop()
+
+    def start_etcd(self) -> None:
+        """Start etcd again on the same port and data."""
+        self.etcd.start()
 
     # -- observation ---------------------------------------------------------
 
