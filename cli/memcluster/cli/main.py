@@ -92,6 +92,25 @@ def cmd_admin(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_health(args: argparse.Namespace) -> int:
+    """Exit 0 when the process at --address reports SERVING (standard gRPC health)."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(args.address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        try:
+            reply = stub.Check(
+                health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout
+            )
+        except grpc.RpcError as exc:
+            print(f"{args.address}: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            return 1
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+    print(f"{args.address}: {status}")
+    return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     """Validate a configuration and print the effective values."""
     config = NodeConfig.load(args.config)
@@ -202,6 +221,9 @@ def _data_commands(sub: Any) -> None:
     delete = client_command("delete", "delete a key")
     delete.add_argument("key")
     delete.set_defaults(func=cmd_delete)
+    health = client_command("health", "exit 0 if a node or coordinator serves (gRPC health)")
+    health.add_argument("--service", default="", help="service name ('' = the whole server)")
+    health.set_defaults(func=cmd_health)
     stats = client_command("stats", "show one node's tiers")
     stats.add_argument("--json", action="store_true", help="machine-readable output")
     stats.set_defaults(func=cmd_stats)
