@@ -23,6 +23,7 @@ from rich.console import Console
 from memcluster.cli.local import LocalCluster
 from memcluster.cli.tables import render_cluster_status
 from memcluster.client import Client
+from memcluster.common.placement import Placement, partition_of
 
 
 def document(i: int, rng: random.Random) -> bytes:
@@ -43,7 +44,7 @@ def document(i: int, rng: random.Random) -> bytes:
 
 def run_local(data_dir: str | None, nodes: int, rf: int, *, demo: bool, items: int = 30_000) -> int:
     """Start a local cluster; run the demo or wait for Ctrl-C; stop everything."""
-    console = Console()
+    console = Console(width=max(Console().width, 130))
     with tempfile.TemporaryDirectory(prefix="memcluster-local-") as tmp:
         root = Path(data_dir or tmp)
         console.print(f"starting etcd, a coordinator and {nodes} nodes under {root} ...")
@@ -88,13 +89,27 @@ def _demo(cluster: LocalCluster, items: int, console: Console) -> int:
         status = cluster.status()
         render_cluster_status(status, console=console)
         console.rule("2. routing: each key lives on its replicas")
-        for key in (b"user:1", b"user:2", b"user:3"):
+        placement = Placement.current(client.topology())
+        for key in (b"user:1", b"user:2", f"user:{items - 1}".encode()):
             entry = client.get_entry(key)
-            console.print(f"{key.decode()}: served from the {entry.tier if entry else '?'} tier")
+            console.print(
+                f"{key.decode()}: partition {partition_of(key, placement.partitions)}, replicas "
+                f"{' + '.join(placement.replicas(key))}, served from the primary's "
+                f"{entry.tier if entry else '?'} tier"
+            )
         console.rule("3. add a node: its share of the data moves to it")
         started = time.perf_counter()
-        cluster.add_node(f"n{len(cluster.nodes) + 1}", wait=True, timeout=120)
-        console.print(f"rebalanced in {time.perf_counter() - started:.1f}s")
+        name = f"n{len(cluster.nodes) + 1}"
+        cluster.add_node(name, wait=True, timeout=120)
+        elapsed = time.perf_counter() - started
+        status = cluster.status()
+        held = {load.node_id: load.items for load in status.loads}
+        total = sum(held.values())
+        console.print(
+            f"{name} joined and the rebalance finished in {elapsed:.1f}s: it now holds "
+            f"{held.get(name, 0):,} of {total:,} replicas "
+            f"({100 * held.get(name, 0) / max(total, 1):.0f}%; its ring share is {100 / len(held):.0f}%)"
+        )
         render_cluster_status(cluster.status(), console=console)
         console.rule("4. every key is still there")
         back = client.get_many(list(data))

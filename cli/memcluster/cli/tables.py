@@ -34,6 +34,17 @@ def render_node_stats(stats: dict[str, Any], console: Console | None = None) -> 
         )
 
 
+def _migration(progress: Any, epoch: int) -> str:
+    if progress is None:
+        return "-"
+    if progress.epoch < epoch:
+        return f"at epoch {progress.epoch}"
+    if progress.done:
+        return f"done, {progress.items_sent:,} sent" if progress.items_sent else "done"
+    total = progress.items_total or 1
+    return f"{100 * progress.items_scanned / total:.0f}%, {progress.items_sent:,} sent"
+
+
 def node_stats(address: str, timeout: float) -> dict[str, Any] | None:
     """One node's stats, or None if it does not answer."""
     from memcluster.client import Client
@@ -52,7 +63,7 @@ def render_cluster_status(
     """Print the coordinator's view: nodes, states, epoch, RF, tiers, migrations, hot keys."""
     from memcluster.common.topology import NodeInfo
 
-    console = console or Console()
+    console = console or Console(width=max(Console().width, 130))
     topology = status.topology
     console.print(
         f"cluster [bold]{topology.cluster or '-'}[/bold]  epoch {topology.epoch}  "
@@ -67,13 +78,12 @@ def render_cluster_status(
         "address",
         "state",
         "weight",
-        "alive",
         "ops/s",
         "items",
         "hot",
         "warm",
         "cold",
-        "hit rate",
+        "hits",
         "migration",
     ):
         table.add_column(
@@ -88,31 +98,23 @@ def render_cluster_status(
             tiers = list(stats["tiers"].values())
             hits = sum(t["hits"] for t in tiers)
             lookups = tiers[0]["hits"] + tiers[0]["misses"]  # every lookup starts at the top
-        migration = migrations.get(node.id)
-        if migration is None:
-            progress = "-"
-        elif migration.epoch < topology.epoch:
-            progress = f"epoch {migration.epoch}"
-        elif migration.done:
-            progress = f"done ({migration.items_sent:,} sent)"
-        else:
-            total = migration.items_total or 1
-            progress = (
-                f"{100 * migration.items_scanned / total:.0f}% ({migration.items_sent:,} sent)"
-            )
+        state = (
+            str(node.state)
+            if load is not None and load.alive
+            else f"[red]{node.state}, no lease[/red]"
+        )
         table.add_row(
             node.id,
             node.address,
-            str(node.state),
+            state,
             f"{node.weight:g}",
-            "yes" if load is not None and load.alive else "[red]no[/red]",
             f"{load.ops_per_second:,.0f}" if load else "-",
             f"{load.items:,}" if load else "-",
             format_size(load.hot_bytes) if load else "-",
             format_size(load.warm_bytes) if load else "-",
             format_size(load.cold_bytes) if load else "-",
-            f"{100 * hits / lookups:.1f}%" if lookups else "-",
-            progress,
+            f"{100 * hits / lookups:.0f}%" if lookups else "-",
+            _migration(migrations.get(node.id), topology.epoch),
         )
     console.print(table)
     hot_keys = [k for load in status.loads for k in load.hot_keys][:10]
