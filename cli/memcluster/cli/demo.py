@@ -105,10 +105,11 @@ def _demo(cluster: LocalCluster, items: int, console: Console) -> int:
         status = cluster.status()
         held = {load.node_id: load.items for load in status.loads}
         total = sum(held.values())
+        share = 100 * held.get(name, 0) / max(total, 1)
         console.print(
             f"{name} joined and the rebalance finished in {elapsed:.1f}s: it now holds "
             f"{held.get(name, 0):,} of {total:,} replicas "
-            f"({100 * held.get(name, 0) / max(total, 1):.0f}%; its ring share is {100 / len(held):.0f}%)"
+            f"({share:.0f}%; its ring share is {100 / len(held):.0f}%)"
         )
         render_cluster_status(cluster.status(), console=console)
         console.rule("4. every key is still there")
