@@ -15,7 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from memcluster.client import AsyncClient, Client
-from memcluster.common.errors import InvalidRequest
+from memcluster.common.errors import InvalidRequest, Timeout
 from tests.harness import NodeFactory, wait_until
 
 
@@ -221,3 +221,19 @@ def test_bad_config_is_a_clear_error(tmp_path) -> None:  # type: ignore[no-untyp
     assert result.returncode == 2
     assert "memory.tiers.warm.compression_level" in result.stderr
     assert "capcity" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_pipelined_calls_time_out_and_recover(nodes: NodeFactory) -> None:
+    node = nodes.start()
+    with Client(node.address, timeout=0.5, max_retries=0) as c:
+        c.put(b"k", b"v")
+        node.signal(signal.SIGSTOP)
+        try:
+            with pytest.raises(Timeout):
+                c.get(b"k")
+        finally:
+            node.signal(signal.SIGCONT)
+        assert c.get(b"k") == b"v"  # a fresh stream after the cancelled one
+        with pytest.raises(InvalidRequest, match="max_key_bytes"):
+            c.put(b"k" * 2000, b"v")  # refused by the node, answered on the stream
+        assert c.get(b"k") == b"v"  # an error answer leaves the stream usable

@@ -14,6 +14,7 @@ from memcluster.wire import node_pb2_grpc, topology_pb2_grpc
 
 from ._core import Call, Core, Op, Parallel, Sleep
 from ._options import DEFAULT_MAX_MESSAGE_BYTES, build_options
+from ._pipeline import PIPELINED, PipelineStream, Watchdog
 from ._routing import Routing, make_router
 from .codecs import BYTES, Codec
 from .types import Consistency, Entry, K, Key, Topology, V
@@ -32,7 +33,9 @@ class Client(Generic[V]):
     ``write_consistency``. Values go through ``codec`` (bytes by default).
     ``timeout`` bounds each attempt, in seconds; retriable failures are retried up
     to ``max_retries`` times with jittered exponential backoff from ``backoff`` up
-    to ``max_backoff`` seconds. Failures raise ``memcluster.common.errors`` classes;
+    to ``max_backoff`` seconds. Single-key calls travel on one long-lived stream per
+    node (``pipeline=True``), which roughly doubles their rate over unary calls.
+    Failures raise ``memcluster.common.errors`` classes;
     arguments the client can judge wrong raise InvalidRequest before any I/O.
     """
 
@@ -50,6 +53,7 @@ class Client(Generic[V]):
         max_backoff: float = 1.0,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         routing: Routing = "cluster",
+        pipeline: bool = True,
     ) -> None:
         options = build_options(
             timeout=timeout,
@@ -64,6 +68,9 @@ class Client(Generic[V]):
         self._channels: dict[str, tuple[grpc.Channel, dict[str, object]]] = {}
         self._lock = threading.Lock()
         self._closed = False
+        self._pipelines: dict[str, PipelineStream] | None = {} if pipeline else None
+        self._watchdog: Watchdog | None = None
+        self._unpipelined: set[str] = set()
 
     def put(
         self,
@@ -139,6 +146,12 @@ class Client(Generic[V]):
         with self._lock:
             self._closed = True
             channels, self._channels = self._channels, {}
+            watchdog, self._watchdog = self._watchdog, None
+            pipelines = list((self._pipelines or {}).values())
+        if watchdog is not None:
+            watchdog.close()
+        for pipeline in pipelines:
+            pipeline.close()
         for channel, _ in channels.values():
             channel.close()
 
@@ -169,7 +182,7 @@ class Client(Generic[V]):
                     reply = self._parallel(effect.calls)
                 else:
                     try:
-                        reply = self._method(effect)(effect.request, timeout=effect.timeout)
+                        reply = self._call(effect)
                     except grpc.RpcError as exc:
                         failure = exc
         finally:
@@ -191,6 +204,33 @@ class Client(Generic[V]):
                 future.cancel()
             raise
         return outcomes
+
+    def _call(self, call: Call) -> Any:
+        if (
+            self._pipelines is not None
+            and call.service == "Node"
+            and call.method in PIPELINED
+            and call.address not in self._unpipelined
+        ):
+            try:
+                return self._pipeline(call.address).call(call.method, call.request, call.timeout)
+            except grpc.RpcError as exc:
+                if exc.code() != grpc.StatusCode.UNIMPLEMENTED:
+                    raise
+                # A node without Node.Pipeline: plain calls from now on.
+                self._unpipelined.add(call.address)
+        return self._method(call)(call.request, timeout=call.timeout)
+
+    def _pipeline(self, address: str) -> PipelineStream:
+        assert self._pipelines is not None
+        stream = self._pipelines.get(address)
+        if stream is None:
+            stub = self._stubs(address)["Node"]
+            with self._lock:
+                stream = self._pipelines.setdefault(address, PipelineStream(stub, address))
+                if self._watchdog is None:
+                    self._watchdog = Watchdog(self._pipelines)
+        return stream
 
     def _method(self, call: Call) -> Any:
         return getattr(self._stubs(call.address)[call.service], call.method)

@@ -50,16 +50,21 @@ def maps_errors(handler: Handler[Req, Resp]) -> Handler[Req, Resp]:
     ) -> Resp:
         try:
             return await handler(self, request, context)
-        except MemclusterError as exc:
-            exc.epoch = exc.epoch or self.node.epoch
-            await context.abort(exc.code, exc.message, trailing_metadata(exc))
         except Exception as exc:
-            log.exception("%s failed", handler.__name__)
-            error = InternalError(f"{handler.__name__} failed on the node: {exc!r}")
+            error = as_error(exc, handler.__name__, self.node.epoch)
             await context.abort(error.code, error.message, trailing_metadata(error))
         raise AssertionError("unreachable: context.abort raises")
 
     return wrapper
+
+
+def as_error(exc: Exception, what: str, epoch: int) -> MemclusterError:
+    """The MemclusterError to answer with (unexpected exceptions are logged as bugs)."""
+    if isinstance(exc, MemclusterError):
+        exc.epoch = exc.epoch or epoch
+        return exc
+    log.exception("%s failed", what)
+    return InternalError(f"{what} failed on the node: {exc!r}", epoch=epoch)
 
 
 def entry(found: tuple[Item, str] | None) -> node_pb2.Entry:
@@ -166,6 +171,37 @@ class NodeService(node_pb2_grpc.NodeServicer):
             expires_at_ms=item.expires_ms if item else 0,
             epoch=self.node.epoch,
         )
+
+    async def Pipeline(
+        self, request_iterator: AsyncIterator[node_pb2.PipelineRequest], context: Any
+    ) -> AsyncIterator[node_pb2.PipelineResponse]:
+        """Serve single-key requests from one stream, in order, each answered or failed."""
+        handlers = {
+            "get": NodeService.Get.__wrapped__,  # type: ignore[attr-defined]
+            "put": NodeService.Put.__wrapped__,  # type: ignore[attr-defined]
+            "delete": NodeService.Delete.__wrapped__,  # type: ignore[attr-defined]
+            "touch": NodeService.Touch.__wrapped__,  # type: ignore[attr-defined]
+        }
+        async for request in request_iterator:
+            op = request.WhichOneof("op")
+            if op is None:
+                error: MemclusterError = InvalidRequest("pipelined request without an operation")
+            else:
+                try:
+                    result = await handlers[op](self, getattr(request, op), context)
+                    yield node_pb2.PipelineResponse(id=request.id, **{op: result})
+                    continue
+                except Exception as exc:
+                    error = as_error(exc, f"pipelined {op}", self.node.epoch)
+            yield node_pb2.PipelineResponse(
+                id=request.id,
+                error=node_pb2.PipelineError(
+                    code=error.code.value[0],
+                    message=error.message,
+                    kind=error.kind,
+                    epoch=error.epoch or self.node.epoch,
+                ),
+            )
 
     @maps_errors
     async def Stats(self, request: node_pb2.StatsRequest, context: Any) -> node_pb2.StatsResponse:

@@ -75,6 +75,11 @@ class NodeStub:
                 request_serializer=memcluster_dot_wire_dot_node__pb2.StatsRequest.SerializeToString,
                 response_deserializer=memcluster_dot_wire_dot_node__pb2.StatsResponse.FromString,
                 _registered_method=True)
+        self.Pipeline = channel.stream_stream(
+                '/memcluster.v1.Node/Pipeline',
+                request_serializer=memcluster_dot_wire_dot_node__pb2.PipelineRequest.SerializeToString,
+                response_deserializer=memcluster_dot_wire_dot_node__pb2.PipelineResponse.FromString,
+                _registered_method=True)
 
 
 class NodeServicer:
@@ -131,6 +136,14 @@ class NodeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Pipeline(self, request_iterator, context):
+        """Single-key requests over one long-lived stream, answered in order: a blocking
+        client saves gRPC's per-call cost (about half of a unary call's time in Python).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NodeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -173,6 +186,11 @@ def add_NodeServicer_to_server(servicer, server):
                     servicer.Stats,
                     request_deserializer=memcluster_dot_wire_dot_node__pb2.StatsRequest.FromString,
                     response_serializer=memcluster_dot_wire_dot_node__pb2.StatsResponse.SerializeToString,
+            ),
+            'Pipeline': grpc.stream_stream_rpc_method_handler(
+                    servicer.Pipeline,
+                    request_deserializer=memcluster_dot_wire_dot_node__pb2.PipelineRequest.FromString,
+                    response_serializer=memcluster_dot_wire_dot_node__pb2.PipelineResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -392,6 +410,33 @@ class Node:
             '/memcluster.v1.Node/Stats',
             memcluster_dot_wire_dot_node__pb2.StatsRequest.SerializeToString,
             memcluster_dot_wire_dot_node__pb2.StatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Pipeline(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/memcluster.v1.Node/Pipeline',
+            memcluster_dot_wire_dot_node__pb2.PipelineRequest.SerializeToString,
+            memcluster_dot_wire_dot_node__pb2.PipelineResponse.FromString,
             options,
             channel_credentials,
             insecure,

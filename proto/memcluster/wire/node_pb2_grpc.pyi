@@ -44,6 +44,10 @@ class NodeStub:
     sending the value again.
     """
     Stats: _grpc.UnaryUnaryMultiCallable[_node_pb2.StatsRequest, _node_pb2.StatsResponse]
+    Pipeline: _grpc.StreamStreamMultiCallable[_node_pb2.PipelineRequest, _node_pb2.PipelineResponse]
+    """Single-key requests over one long-lived stream, answered in order: a blocking
+    client saves gRPC's per-call cost (about half of a unary call's time in Python).
+    """
 
 @_typing.type_check_only
 class NodeAsyncStub(NodeStub):
@@ -61,6 +65,10 @@ class NodeAsyncStub(NodeStub):
     sending the value again.
     """
     Stats: _aio.UnaryUnaryMultiCallable[_node_pb2.StatsRequest, _node_pb2.StatsResponse]  # type: ignore[assignment]
+    Pipeline: _aio.StreamStreamMultiCallable[_node_pb2.PipelineRequest, _node_pb2.PipelineResponse]  # type: ignore[assignment]
+    """Single-key requests over one long-lived stream, answered in order: a blocking
+    client saves gRPC's per-call cost (about half of a unary call's time in Python).
+    """
 
 class NodeServicer(metaclass=_abc_1.ABCMeta):
     """Every response carries `epoch`: the topology epoch the node serves under."""
@@ -123,5 +131,15 @@ class NodeServicer(metaclass=_abc_1.ABCMeta):
         request: _node_pb2.StatsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_node_pb2.StatsResponse, _abc.Awaitable[_node_pb2.StatsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def Pipeline(
+        self,
+        request_iterator: _MaybeAsyncIterator[_node_pb2.PipelineRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_node_pb2.PipelineResponse], _abc.AsyncIterator[_node_pb2.PipelineResponse]]:
+        """Single-key requests over one long-lived stream, answered in order: a blocking
+        client saves gRPC's per-call cost (about half of a unary call's time in Python).
+        """
 
 def add_NodeServicer_to_server(servicer: NodeServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
