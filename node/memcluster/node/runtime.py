@@ -135,6 +135,8 @@ class NodeRuntime:
             "epoch": float(self.epoch),
             "ops": float(self.load.ops),
             "replication_failures": float(self.replicator.background.failures),
+            # Replica sends still in flight after their writes were acknowledged: the lag.
+            "replication_pending": float(len(self.replicator.background)),
             "read_repairs": float(self.replicator.repairs),
             "fallback_fetches": float(self.replicator.fallback_fetches),
             "migration_epoch": float(self.migrator.progress.epoch),
