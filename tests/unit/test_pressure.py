@@ -28,3 +28,30 @@ def test_never_below_the_floor() -> None:
     for _ in range(20):
         ctl.check()
     assert ctl.capacity == 250
+
+
+def test_cgroup_v2_limit_is_what_counts(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from memcluster.node.pressure import cgroup_memory, system_memory_used
+
+    (tmp_path / "memory.max").write_text("1000000\n")
+    (tmp_path / "memory.current").write_text("900000\n")
+    (tmp_path / "memory.stat").write_text("anon 1\ninactive_file 100000\nactive_file 5\n")
+    assert cgroup_memory(tmp_path) == (800000, 1000000)
+    assert system_memory_used(tmp_path) == 0.8
+
+
+def test_cgroup_v1_and_no_limit(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from memcluster.node.pressure import cgroup_memory
+
+    v1 = tmp_path / "memory"
+    v1.mkdir()
+    (v1 / "memory.limit_in_bytes").write_text("2000")
+    (v1 / "memory.usage_in_bytes").write_text("1500")
+    (v1 / "memory.stat").write_text("total_inactive_file 500\n")
+    assert cgroup_memory(tmp_path) == (1000, 2000)
+    unlimited = tmp_path / "v2"
+    unlimited.mkdir()
+    (unlimited / "memory.max").write_text("max\n")
+    (unlimited / "memory.current").write_text("5")
+    assert cgroup_memory(unlimited) is None
+    assert cgroup_memory(tmp_path / "absent") is None

@@ -38,6 +38,7 @@ class LoadBalancer:
     ) -> dict[str, float]:
         """The weights the balancer wants now (only for nodes it has adjusted)."""
         cfg = self.config
+        self._forget_departed(topology)
         up = [n for n in topology.nodes if n.state == NodeState.UP and n.id in loads]
         self.hot_keys = _merge_hot_keys(loads)
         if len(up) < 2:
@@ -65,10 +66,13 @@ class LoadBalancer:
                 continue
             self._changed_at[node.id] = now
             self._over[node.id] = self._under[node.id] = 0
-        for node_id in list(self.weights):
-            if topology.node(node_id) is None:
-                del self.weights[node_id]
         return dict(self.weights)
+
+    def _forget_departed(self, topology: Topology) -> None:
+        """A node that left starts afresh if it returns: no weight, streak or cooldown."""
+        for table in (self.weights, self._over, self._under, self._changed_at):
+            for node_id in [n for n in table if topology.node(n) is None]:
+                del table[node_id]
 
 
 def _merge_hot_keys(loads: Mapping[str, coordinator_pb2.NodeLoad], top: int = 10) -> list[bytes]:

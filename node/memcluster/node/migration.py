@@ -14,6 +14,7 @@ harmless: a receiver keeps whichever write is newer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import defaultdict
@@ -31,6 +32,12 @@ from memcluster.wire import peer_pb2
 log = logging.getLogger(__name__)
 
 SCAN_CHUNK = 1000  # items examined between yields to the event loop
+RETRY_DELAY = 0.2
+MAX_RETRY_DELAY = 5.0
+
+
+class HandOverFailed(Exception):
+    """Some new owners did not take their items; local copies are kept for a retry."""
 
 
 @dataclass(slots=True)
@@ -44,6 +51,7 @@ class Progress:
     items_sent: int = 0
     bytes_sent: int = 0
     items_dropped: int = 0
+    failures: int = 0
     started: float = 0.0
     finished: float = 0.0
 
@@ -99,8 +107,25 @@ class Migrator:
         current = Placement.current(topology)
         progress = self.progress
         self.on_progress(progress)
-        if previous is not None:
-            await self._migrate(topology, previous, current)
+        delay = RETRY_DELAY
+        while previous is not None:
+            try:
+                await self._migrate(topology, previous, current)
+                break
+            except HandOverFailed as exc:
+                # Keep what could not be handed over and try again: the epoch cannot
+                # settle (and the leader makes no further change) until it is done.
+                progress.failures += 1
+                log.warning(
+                    "migration for epoch %d failed (%s); retrying in %.1fs",
+                    progress.epoch,
+                    exc,
+                    delay,
+                )
+                self.on_progress(progress)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.Event().wait(), delay)
+                delay = min(delay * 2, MAX_RETRY_DELAY)
         progress.done = True
         progress.finished = time.time()
         log.info(
@@ -131,20 +156,19 @@ class Migrator:
             progress.items_scanned = index + 1
             if index % SCAN_CHUNK == SCAN_CHUNK - 1:
                 await asyncio.sleep(0)
-        failed = False
+        failed = 0
         for target, items in outgoing.items():
             address = topology.address_of(target)
             if address is None:
-                failed = True
+                failed += 1
                 continue
             try:
                 await self._send(address, items, topology.epoch)
             except Exception as exc:
-                failed = True
+                failed += 1
                 log.warning("migration to %s (%s) failed: %r", target, address, exc)
         if failed:
-            # Keep what could not be handed over; the next epoch (or a retry) sends it.
-            raise RuntimeError("some items could not be handed over; keeping them")
+            raise HandOverFailed(f"{failed} of {len(outgoing)} targets did not take their items")
         for key in leaving:
             if self.store.discard(key):
                 progress.items_dropped += 1

@@ -1,0 +1,497 @@
+"""Rebalancing: who sends a key where (``_targets``), and the Migrator end to end with fakes.
+
+The property test models one topology change as the Migrator sees it: "alive" is every
+node of the new topology not marked DOWN (ring members and DRAINING nodes); old nodes
+that left the topology (or are listed DOWN) are dead. Every alive node holds the keys
+it owned under the previous placement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import types
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from memcluster.common.clock import ManualClock
+from memcluster.common.config import NodeConfig
+from memcluster.common.placement import Placement
+from memcluster.common.topology import NodeInfo, NodeState, Topology
+from memcluster.node import migration
+from memcluster.node.migration import Migrator, Progress, _targets
+from memcluster.node.peers import PeerPool
+from memcluster.node.store import TieredStore
+from memcluster.wire import peer_pb2
+
+NODES = [f"n{i}" for i in range(8)]
+PARTITIONS = 16
+
+
+# -- _targets: examples ------------------------------------------------------------
+
+ALIVE = {"a", "b", "c", "d"}
+
+
+@pytest.mark.parametrize(
+    ("me", "new", "old", "alive", "expected"),
+    [
+        pytest.param("a", ("a", "c"), ("a", "b"), ALIVE, ["c"], id="first-old-owner-sends"),
+        pytest.param("b", ("a", "c"), ("a", "b"), ALIVE, ["c"], id="leaver-always-sends"),
+        pytest.param("a", ("c", "a"), ("b", "a"), ALIVE, [], id="continuing-not-sender"),
+        pytest.param("a", ("c", "a"), ("b", "a"), ALIVE - {"b"}, ["c"], id="sender-dead"),
+        pytest.param("a", ("a", "b"), ("a", "b"), ALIVE, [], id="no-change"),
+        pytest.param("d", ("a", "b"), ("a", "c"), ALIVE, ["a", "b"], id="stray-leaver"),
+        pytest.param("c", ("c", "d"), ("a", "b"), {"c", "d"}, ["d"], id="orphan-spreads"),
+        pytest.param("c", ("c", "d"), ("a", "b"), ALIVE, [], id="owner-alive-so-quiet"),
+        pytest.param("a", ("a",), ("a", "b", "c"), ALIVE, [], id="rf-shrinks"),
+        pytest.param("a", ("a", "b", "c"), ("a",), ALIVE, ["b", "c"], id="rf-grows"),
+    ],
+)
+def test_targets_examples(
+    me: str, new: tuple[str, ...], old: tuple[str, ...], alive: set[str], expected: list[str]
+) -> None:
+    assert _targets(me, new, old, alive) == expected
+
+
+# -- _targets: property over random rebalances -------------------------------------
+
+
+@st.composite
+def rebalances(draw: st.DrawFn) -> Topology:
+    """A new topology with its previous ring: some old nodes are gone (dead)."""
+    old = draw(st.lists(st.sampled_from(NODES), min_size=1, max_size=6, unique=True))
+    new = draw(st.lists(st.sampled_from(NODES), min_size=1, max_size=6, unique=True))
+    leaving = [n for n in old if n not in new]
+    dead = draw(st.lists(st.sampled_from(leaving), unique=True)) if leaving else []
+    listed_down = draw(st.lists(st.sampled_from(dead), unique=True)) if dead else []
+    weight = st.sampled_from([0.5, 1.0, 2.0])
+    ring_state = st.sampled_from([NodeState.UP, NodeState.JOINING])
+    nodes = [NodeInfo(n, f"{n}:1", draw(weight), draw(ring_state)) for n in new]
+    nodes += [NodeInfo(n, f"{n}:1", 1.0, NodeState.DRAINING) for n in leaving if n not in dead]
+    nodes += [NodeInfo(n, f"{n}:1", 1.0, NodeState.DOWN) for n in listed_down]
+    return Topology(
+        epoch=2,
+        replication_factor=draw(st.integers(1, 3)),
+        nodes=tuple(sorted(nodes, key=lambda n: n.id)),
+        partitions=PARTITIONS,
+        previous_nodes=tuple(NodeInfo(n, f"{n}:1", draw(weight)) for n in old),
+        previous_replication_factor=draw(st.integers(1, 3)),
+    )
+
+
+def alive_in(topology: Topology) -> set[str]:
+    """What the Migrator counts as alive."""
+    return {n.id for n in topology.nodes if n.state != NodeState.DOWN}
+
+
+def owners_by_partition(topology: Topology) -> Iterator[tuple[tuple[str, ...], tuple[str, ...]]]:
+    """(new owners, old owners) of every partition, so of every possible key."""
+    previous = Placement.previous(topology)
+    assert previous is not None
+    current = Placement.current(topology)
+    for p in range(PARTITIONS):
+        yield current.owners(p), previous.owners(p)
+
+
+@settings(max_examples=100, deadline=None)
+@given(topology=rebalances())
+def test_every_new_owner_ends_up_holding_the_key_sent_once_by_one_sender(
+    topology: Topology,
+) -> None:
+    alive = alive_in(topology)
+    for new, old in owners_by_partition(topology):
+        holders = [n for n in old if n in alive]
+        if not holders:
+            continue  # every copy is gone: nothing can be done
+        missing = [n for n in new if n not in old]
+        held = set(holders)
+        continuing_senders = []
+        for holder in holders:
+            sent = _targets(holder, new, old, alive)
+            held.update(sent)
+            assert len(sent) == len(set(sent))
+            assert set(sent) <= set(missing)  # old owners hold it already
+            if holder not in new:
+                assert sent == missing  # a leaver always hands over
+            elif holder != holders[0]:
+                assert sent == []  # a continuing owner that is not the sender
+            if holder in new and sent:
+                continuing_senders.append(holder)
+        assert set(new) <= held, (new, old, holders)
+        assert len(continuing_senders) <= 1  # no duplicate traffic among those who stay
+
+
+@settings(max_examples=50, deadline=None)
+@given(topology=rebalances())
+def test_data_held_outside_the_previous_placement_is_not_lost(topology: Topology) -> None:
+    """A node that holds a key it did not own before (e.g. from an aborted migration)."""
+    alive = alive_in(topology)
+    for new, old in owners_by_partition(topology):
+        any_old_owner_alive = any(n in alive for n in old)
+        for stray in alive - set(old):
+            sent = _targets(stray, new, old, alive)
+            if stray not in new:
+                assert sent == list(new)
+            elif any_old_owner_alive:
+                assert sent == []
+            else:
+                assert sent == [n for n in new if n != stray]
+
+
+# -- Migrator end to end, with a real store and fake peers -------------------------
+
+
+class FakePeers:
+    """PeerPool's one method: stubs whose Transfer drains the stream into ``received``."""
+
+    def __init__(self) -> None:
+        self.received: dict[str, list[peer_pb2.ItemBatch]] = defaultdict(list)
+        self.calls: list[str] = []
+        #: address -> how it fails: "at-once" or "after-first-batch"
+        self.failing: dict[str, str] = {}
+        self.failures_left = -1  # -1: fail every time
+        self.gate: asyncio.Event | None = None
+        self.entered = asyncio.Event()
+
+    def stub(self, address: str) -> FakePeers._Stub:
+        return FakePeers._Stub(self, address)
+
+    class _Stub:
+        def __init__(self, peers: FakePeers, address: str) -> None:
+            self.peers, self.address = peers, address
+
+        async def Transfer(self, batches: AsyncIterator[peer_pb2.ItemBatch]) -> Any:
+            peers = self.peers
+            peers.calls.append(self.address)
+            peers.entered.set()
+            if peers.gate is not None:
+                await peers.gate.wait()
+            how = peers.failing.get(self.address) if peers.failures_left != 0 else None
+            if how is not None:
+                peers.failures_left -= 1
+            if how == "at-once":
+                raise ConnectionError(f"{self.address} unreachable")
+            count = 0
+            async for batch in batches:
+                peers.received[self.address].append(batch)
+                count += len(batch.items)
+                if how == "after-first-batch":
+                    raise ConnectionError(f"{self.address} went away")
+            return types.SimpleNamespace(received=count, applied=count)
+
+
+class RecordedSleeps:
+    """The migration module's asyncio, with sleeps recorded instead of slept."""
+
+    def __init__(self) -> None:
+        self.pauses: list[float] = []
+
+    async def sleep(self, seconds: float) -> None:
+        self.pauses.append(seconds)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(asyncio, name)
+
+
+class SteppingClock:
+    """The migration module's time: monotonic() moves 1 ms per call."""
+
+    TICK = 0.001
+
+    def __init__(self) -> None:
+        self._now = 0.0
+
+    def monotonic(self) -> float:
+        self._now += self.TICK
+        return self._now
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+
+@pytest.fixture
+def sleeps(monkeypatch: pytest.MonkeyPatch) -> RecordedSleeps:
+    recorded = RecordedSleeps()
+    monkeypatch.setattr(migration, "asyncio", recorded)
+    monkeypatch.setattr(migration, "time", SteppingClock())
+    return recorded
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[TieredStore]:
+    tiers = {
+        "hot": {"capacity": "8KB", "ttl": "1h", "eviction": "lru"},
+        "warm": {"capacity": "8KB", "ttl": "1d"},
+        "cold": {"capacity": "1MB", "path": str(tmp_path / "cold")},
+    }
+    config = NodeConfig.from_mapping({"memory": {"tiers": tiers}})
+    s = TieredStore(config.memory, config.limits, origin=1, clock=ManualClock())
+    yield s
+    s.close()
+
+
+def node(node_id: str, state: NodeState = NodeState.UP) -> NodeInfo:
+    return NodeInfo(node_id, f"{node_id}:7400", 1.0, state)
+
+
+def joining_c() -> Topology:
+    """rf 1: c joins a and b; a is the sole old owner of everything it holds."""
+    return Topology(
+        2,
+        1,
+        (node("a"), node("b"), node("c", NodeState.JOINING)),
+        partitions=PARTITIONS,
+        previous_nodes=(node("a"), node("b")),
+    )
+
+
+def draining_a() -> Topology:
+    """rf 2: a drains out of a, b, c, d."""
+    return Topology(
+        7,
+        2,
+        (node("a", NodeState.DRAINING), node("b"), node("c"), node("d")),
+        partitions=PARTITIONS,
+        previous_nodes=(node("a"), node("b"), node("c"), node("d")),
+    )
+
+
+def fill(store: TieredStore, topology: Topology, me: str, count: int = 300) -> dict[bytes, bytes]:
+    """Store the keys ``me`` owned before ``topology``; returns key -> value."""
+    previous = Placement.previous(topology)
+    assert previous is not None
+    held = {}
+    for i in range(count):
+        key = f"key-{i}".encode()
+        if me in previous.replicas(key):
+            held[key] = (f"value-{i}-".encode() * 20)[:100]
+            store.put(key, held[key])
+    assert len(store.tiers[-1]) > 0  # some items are on disk: the scan covers every tier
+    return held
+
+
+def holds(store: TieredStore, key: bytes) -> bool:
+    return any(key in tier for tier in store.tiers)
+
+
+class Run:
+    """A Migrator for node ``me`` and a way to wait for it."""
+
+    def __init__(
+        self, store: TieredStore, peers: FakePeers, me: str, rate: int, batch: int
+    ) -> None:
+        self.finished = asyncio.Event()
+        self.reports: list[tuple[int, bool]] = []
+        self.migrator = Migrator(
+            me, store, cast(PeerPool, peers), rate=rate, batch=batch, on_progress=self._seen
+        )
+
+    def _seen(self, progress: Progress) -> None:
+        self.reports.append((progress.items_sent, progress.done))
+        if progress.done:
+            self.finished.set()
+
+    async def until_done(self) -> Progress:
+        await asyncio.wait_for(self.finished.wait(), timeout=5)
+        return self.migrator.progress
+
+    async def until_ended(self, epoch: int) -> BaseException | None:
+        """Wait for the migration task of ``epoch`` to end, successfully or not."""
+        task = next(t for t in asyncio.all_tasks() if t.get_name() == f"migration-{epoch}")
+        (outcome,) = await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), 5)
+        return cast(BaseException | None, outcome)
+
+
+def node_of(address: str) -> str:
+    return address.split(":", maxsplit=1)[0]
+
+
+@pytest.mark.parametrize("scenario", [joining_c, draining_a])
+async def test_items_go_to_their_new_owners_and_leave_this_node(
+    scenario: Callable[[], Topology], store: TieredStore, sleeps: RecordedSleeps
+) -> None:
+    topology = scenario()
+    held = fill(store, topology, "a")
+    peers = FakePeers()
+    run = Run(store, peers, "a", rate=10**12, batch=25)
+    run.migrator.start(topology)
+    progress = await run.until_done()
+
+    current = Placement.current(topology)
+    previous = Placement.previous(topology)
+    assert previous is not None
+    sent: dict[bytes, list[str]] = defaultdict(list)
+    for address, batches in peers.received.items():
+        for batch in batches:
+            assert batch.epoch == topology.epoch
+            assert 0 < len(batch.items) <= 25
+            for item in batch.items:
+                assert item.value == held[item.key]
+                assert item.version > 0 and item.origin == 1
+                sent[item.key].append(node_of(address))
+    for key in held:
+        # a was an owner before and the first one alive: it sends to whoever lacks the key.
+        missing = [n for n in current.replicas(key) if n not in previous.replicas(key)]
+        assert sorted(sent.get(key, [])) == sorted(missing), key
+        assert holds(store, key) == ("a" in current.replicas(key)), key
+    assert sent  # the scenario moves something
+
+    dropped = [k for k in held if "a" not in current.replicas(k)]
+    assert dropped
+    assert progress.epoch == topology.epoch and progress.done
+    assert progress.items_total == progress.items_scanned == len(held)
+    assert progress.items_sent == sum(len(v) for v in sent.values())
+    assert progress.bytes_sent == sum((len(k) + len(held[k])) * len(v) for k, v in sent.items())
+    assert progress.items_dropped == len(dropped)
+    assert progress.finished >= progress.started > 0
+    # Reported at the start, after every batch, and once done.
+    batches = sum(len(b) for b in peers.received.values())
+    assert run.reports[0] == (0, False) and run.reports[-1] == (progress.items_sent, True)
+    assert len(run.reports) == batches + 2
+    assert sleeps.pauses == []  # a huge rate never waits
+
+
+async def test_data_not_in_the_previous_placement_is_handed_to_every_owner(
+    store: TieredStore, sleeps: RecordedSleeps
+) -> None:
+    topology = joining_c()
+    previous = Placement.previous(topology)
+    assert previous is not None
+    stray = next(
+        k for k in (f"s{i}".encode() for i in range(100)) if previous.replicas(k) == ("b",)
+    )
+    store.put(stray, b"left over")
+    peers = FakePeers()
+    run = Run(store, peers, "a", rate=10**12, batch=10)
+    run.migrator.start(topology)
+    await run.until_done()
+    owner = Placement.current(topology).replicas(stray)[0]
+    assert [i.key for b in peers.received[f"{owner}:7400"] for i in b.items] == [stray]
+    assert not holds(store, stray)
+
+
+async def test_throttling_pauses_each_batch_for_its_share_of_the_rate(
+    store: TieredStore, sleeps: RecordedSleeps
+) -> None:
+    topology = draining_a()
+    fill(store, topology, "a")
+    peers = FakePeers()
+    run = Run(store, peers, "a", rate=1000, batch=10)
+    run.migrator.start(topology)
+    await run.until_done()
+    # Batches go out target after target, in the order the stubs saw them.
+    in_order = [b for address in peers.calls for b in peers.received[address]]
+    expected = [
+        sum(len(i.key) + len(i.value) for i in b.items) / 1000 - SteppingClock.TICK
+        for b in in_order
+    ]
+    assert sleeps.pauses == pytest.approx(expected)
+    assert len(sleeps.pauses) == len(in_order) > 0  # every batch waits at 1000 B/s
+
+
+async def test_without_a_previous_ring_there_is_nothing_to_do(
+    store: TieredStore, sleeps: RecordedSleeps
+) -> None:
+    store.put(b"k", b"v")
+    peers = FakePeers()
+    run = Run(store, peers, "a", rate=1000, batch=10)
+    run.migrator.start(Topology(4, 1, (node("a"), node("b")), partitions=PARTITIONS))
+    progress = await run.until_done()
+    assert progress.epoch == 4 and progress.items_scanned == 0
+    assert peers.calls == [] and holds(store, b"k")
+
+
+@pytest.mark.parametrize("how", ["at-once", "after-first-batch"])
+async def test_a_failed_transfer_keeps_every_local_item(
+    how: str, store: TieredStore, sleeps: RecordedSleeps, caplog: pytest.LogCaptureFixture
+) -> None:
+    topology = draining_a()
+    held = fill(store, topology, "a")
+    peers = FakePeers()
+    peers.failing["c:7400"] = how
+    run = Run(store, peers, "a", rate=10**12, batch=10)
+    with caplog.at_level(logging.WARNING, logger=migration.__name__):
+        run.migrator.start(topology)
+        await eventually(lambda: run.migrator.progress.failures >= 1, 5)
+    try:
+        assert sorted(peers.calls)[:3] == ["b:7400", "c:7400", "d:7400"]  # the others got theirs
+        assert all(holds(store, k) for k in held)
+        progress = run.migrator.progress
+        assert not progress.done and progress.items_dropped == 0
+        assert not run.finished.is_set()
+        assert "migration to c (c:7400) failed" in caplog.text
+        assert f"migration for epoch {topology.epoch} failed" in caplog.text
+    finally:
+        await run.migrator.close()
+
+
+async def eventually(predicate: Callable[[], bool], limit: float) -> None:
+    """Yield to the event loop until ``predicate`` holds (fail after ``limit`` s)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit
+    while not predicate():
+        assert loop.time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.01)
+
+
+async def test_a_failed_migration_is_retried_until_done(
+    store: TieredStore, sleeps: RecordedSleeps
+) -> None:
+    topology = draining_a()
+    fill(store, topology, "a")
+    peers = FakePeers()
+    peers.failing["c:7400"] = "at-once"
+    peers.failures_left = 1  # a transient error: the next attempt succeeds
+    run = Run(store, peers, "a", rate=10**12, batch=10)
+    run.migrator.start(topology)
+    try:
+        # Any backoff is instantaneous here (sleeps are recorded, not slept).
+        await asyncio.wait_for(run.finished.wait(), timeout=0.5)
+    finally:
+        await run.migrator.close()
+
+
+async def test_a_newer_epoch_cancels_the_running_migration(
+    store: TieredStore, sleeps: RecordedSleeps
+) -> None:
+    older = draining_a()
+    fill(store, older, "a")
+    peers = FakePeers()
+    peers.gate = asyncio.Event()  # the first transfer hangs
+    run = Run(store, peers, "a", rate=10**12, batch=10)
+    run.migrator.start(older)
+    await asyncio.wait_for(peers.entered.wait(), 5)
+    first = run.migrator.progress
+
+    peers.gate = None
+    newer = older.evolve(epoch=older.epoch + 1)
+    run.migrator.start(newer)
+    outcome = await run.until_ended(older.epoch)
+    assert isinstance(outcome, asyncio.CancelledError)
+    progress = await run.until_done()
+    assert progress.epoch == newer.epoch and progress.done
+    assert not first.done and first.items_dropped == 0
+    await run.migrator.close()
+
+
+async def test_close_cancels_a_running_migration(
+    store: TieredStore, sleeps: RecordedSleeps
+) -> None:
+    topology = draining_a()
+    held = fill(store, topology, "a")
+    peers = FakePeers()
+    peers.gate = asyncio.Event()
+    run = Run(store, peers, "a", rate=10**12, batch=10)
+    run.migrator.start(topology)
+    await asyncio.wait_for(peers.entered.wait(), 5)
+    await run.migrator.close()
+    assert not run.migrator.progress.done
+    assert all(holds(store, k) for k in held)
