@@ -239,12 +239,18 @@ class WarmTierConfig(_Section):
 
 @dataclass(frozen=True, slots=True)
 class ColdTierConfig(_Section):
-    """The cold tier: zstd-compressed items in an embedded store on disk under ``path``."""
+    """The cold tier: zstd-compressed items in an embedded store on disk under ``path``.
+
+    ``fsync_interval``: how often committed writes are forced to disk. A process crash
+    loses nothing either way; a power loss may lose the last interval. 0 fsyncs every
+    commit (about 0.5 ms per cold write or promotion on ordinary disks).
+    """
 
     enabled: bool = True
     capacity: _Size = 10 * _GB
     compression_level: int = 5
     path: str = "./data/cold"
+    fsync_interval: _Duration = 1.0
 
     def _check(self) -> list[tuple[str, str]]:
         problems = _tier_problems(self.enabled, self.capacity, self.compression_level)

@@ -63,6 +63,9 @@ class NodeRuntime:
         self._process = psutil.Process()
         hot = config.memory.tiers.hot
         self._loops = [PeriodicTask("cleanup", hot.cleanup_interval, self.cleanup)]
+        cold = config.memory.tiers.cold
+        if cold.enabled and cold.fsync_interval > 0:
+            self._loops.append(PeriodicTask("cold-fsync", cold.fsync_interval, self._fsync))
         if config.memory.pressure.enabled:
             self._loops.append(
                 PeriodicTask("pressure", config.memory.pressure.check_interval, self._pressure)
@@ -102,6 +105,10 @@ class NodeRuntime:
             if self.store.maintenance_step(batch) < batch:
                 return
             await asyncio.sleep(0)  # let requests run between increments
+
+    async def _fsync(self) -> None:
+        if self.store.cold is not None:
+            self.store.cold.flush()
 
     async def _pressure(self) -> None:
         capacity = self.pressure.check()

@@ -84,9 +84,16 @@ class TieredStore:
         if t.cold.enabled:
             path = cold_path or t.cold.path
             Path(path).mkdir(parents=True, exist_ok=True)
-            tiers.append(
-                ColdTier(path, t.cold.capacity, t.cold.compression_level, clock=self._clock)
+            self.cold: ColdTier | None = ColdTier(
+                path,
+                t.cold.capacity,
+                t.cold.compression_level,
+                clock=self._clock,
+                sync_each_commit=t.cold.fsync_interval == 0,
             )
+            tiers.append(self.cold)
+        else:
+            self.cold = None
         if not tiers:
             raise ValueError("memory.tiers: at least one tier must be enabled")
         self.tiers = tiers
