@@ -13,11 +13,9 @@ import signal
 import socket
 
 import grpc
-from grpc_health.v1 import _async as health_aio
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from memcluster.common.config import CoordinatorConfig
+from memcluster.common.rpc import add_health_and_reflection, set_serving
 from memcluster.coordinator.leader import CoordinatorRuntime
 from memcluster.coordinator.service import CoordinatorService, TopologyService
 from memcluster.wire import coordinator_pb2, coordinator_pb2_grpc, topology_pb2, topology_pb2_grpc
@@ -40,19 +38,14 @@ async def run(config: CoordinatorConfig) -> int:
     runtime = CoordinatorRuntime(config, coordinator_id, address)
     coordinator_pb2_grpc.add_CoordinatorServicer_to_server(CoordinatorService(runtime), server)
     topology_pb2_grpc.add_TopologyServiceServicer_to_server(TopologyService(runtime), server)
-    health_servicer = health_aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-    )
+    health_servicer = add_health_and_reflection(server, SERVICE_NAMES)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await server.start()
     runtime.start()
-    for name in ("", *SERVICE_NAMES):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    await set_serving(health_servicer, SERVICE_NAMES)
     print(json.dumps({"event": "ready", "id": coordinator_id, "address": address}), flush=True)
     await stop.wait()
     await health_servicer.enter_graceful_shutdown()

@@ -2,46 +2,21 @@
 
 from __future__ import annotations
 
-import functools
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from memcluster.common.errors import (
-    InternalError,
     InvalidRequest,
-    MemclusterError,
     NotFound,
-    trailing_metadata,
 )
+from memcluster.common.rpc import maps_errors
 from memcluster.common.topology import NodeState
 from memcluster.coordinator.leader import CoordinatorRuntime
 from memcluster.wire import coordinator_pb2, coordinator_pb2_grpc, topology_pb2, topology_pb2_grpc
 
 log = logging.getLogger(__name__)
 
-Req = TypeVar("Req")
-Resp = TypeVar("Resp")
-Handler = Callable[[Any, Req, Any], Awaitable[Resp]]
 MAX_RF = 7
-
-
-def maps_errors(handler: Handler[Req, Resp]) -> Handler[Req, Resp]:
-    """Domain errors become gRPC statuses with actionable messages."""
-
-    @functools.wraps(handler)
-    async def wrapper(self: Any, request: Req, context: Any) -> Resp:
-        try:
-            return await handler(self, request, context)
-        except MemclusterError as exc:
-            await context.abort(exc.code, exc.message, trailing_metadata(exc))
-        except Exception as exc:
-            log.exception("%s failed", handler.__name__)
-            error = InternalError(f"{handler.__name__} failed on the coordinator: {exc!r}")
-            await context.abort(error.code, error.message, trailing_metadata(error))
-        raise AssertionError("unreachable: context.abort raises")
-
-    return wrapper
 
 
 class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):

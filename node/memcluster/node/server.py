@@ -18,11 +18,9 @@ import socket
 from pathlib import Path
 
 import grpc
-from grpc_health.v1 import _async as health_aio
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from memcluster.common.config import NodeConfig
+from memcluster.common.rpc import add_health_and_reflection, set_serving
 from memcluster.node.metrics import serve_metrics
 from memcluster.node.runtime import NodeRuntime
 from memcluster.node.service import NodeService, PeerService, TopologyService
@@ -80,11 +78,7 @@ async def run(config: NodeConfig, ready_file: str | None = None) -> int:
     node_pb2_grpc.add_NodeServicer_to_server(NodeService(node), server)
     peer_pb2_grpc.add_PeerServicer_to_server(PeerService(node), server)
     topology_pb2_grpc.add_TopologyServiceServicer_to_server(TopologyService(node), server)
-    health_servicer = health_aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-    )
+    health_servicer = add_health_and_reflection(server, SERVICE_NAMES)
 
     metrics_server = None
     metrics_address = ""
@@ -108,8 +102,7 @@ async def run(config: NodeConfig, ready_file: str | None = None) -> int:
     node.start()
     if agent is not None:
         agent.start()
-    for name in ("", *SERVICE_NAMES):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    await set_serving(health_servicer, SERVICE_NAMES)
     ready = {
         "event": "ready",
         "node_id": node_id,

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
-
-import grpc
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
 
 from memcluster.common.errors import (
-    InternalError,
     InvalidRequest,
     MemclusterError,
-    trailing_metadata,
 )
+from memcluster.common.rpc import as_error, maps_errors
 from memcluster.node.replication import item_from_wire, item_to_wire
 from memcluster.node.store import TieredStore
 from memcluster.node.tiers.base import Item
@@ -34,37 +30,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Req = TypeVar("Req")
-Resp = TypeVar("Resp")
-Handler = Callable[[Any, Req, grpc.aio.ServicerContext[Req, Resp]], Awaitable[Resp]]
-
 TIER_ENUM = {"hot": items_pb2.HOT, "warm": items_pb2.WARM, "cold": items_pb2.COLD}
-
-
-def maps_errors(handler: Handler[Req, Resp]) -> Handler[Req, Resp]:
-    """Turn domain errors into gRPC statuses with actionable messages."""
-
-    @functools.wraps(handler)
-    async def wrapper(
-        self: Any, request: Req, context: grpc.aio.ServicerContext[Req, Resp]
-    ) -> Resp:
-        try:
-            return await handler(self, request, context)
-        except Exception as exc:
-            error = as_error(exc, handler.__name__, self.node.epoch)
-            await context.abort(error.code, error.message, trailing_metadata(error))
-        raise AssertionError("unreachable: context.abort raises")
-
-    return wrapper
-
-
-def as_error(exc: Exception, what: str, epoch: int) -> MemclusterError:
-    """The MemclusterError to answer with (unexpected exceptions are logged as bugs)."""
-    if isinstance(exc, MemclusterError):
-        exc.epoch = exc.epoch or epoch
-        return exc
-    log.exception("%s failed", what)
-    return InternalError(f"{what} failed on the node: {exc!r}", epoch=epoch)
 
 
 def entry(found: tuple[Item, str] | None) -> node_pb2.Entry:
@@ -94,11 +60,20 @@ def _read_level(consistency: int) -> int:
     return consistency or CONSISTENCY_ONE
 
 
-class NodeService(node_pb2_grpc.NodeServicer):
-    """Client-facing data service."""
+class _OfNode:
+    """A servicer bound to a node: errors carry the node's epoch."""
 
     def __init__(self, node: NodeRuntime) -> None:
         self.node = node
+
+    @property
+    def epoch(self) -> int:
+        """The node's topology epoch."""
+        return self.node.epoch
+
+
+class NodeService(_OfNode, node_pb2_grpc.NodeServicer):
+    """Client-facing data service."""
 
     @maps_errors
     async def Get(self, request: node_pb2.GetRequest, context: Any) -> node_pb2.GetResponse:
@@ -229,11 +204,8 @@ class NodeService(node_pb2_grpc.NodeServicer):
         )
 
 
-class PeerService(peer_pb2_grpc.PeerServicer):
+class PeerService(_OfNode, peer_pb2_grpc.PeerServicer):
     """Node-to-node traffic: replication, fetch for repair, bulk transfer."""
-
-    def __init__(self, node: NodeRuntime) -> None:
-        self.node = node
 
     @maps_errors
     async def Replicate(
@@ -276,11 +248,8 @@ def _checked(msg: items_pb2.Item) -> Item:
     return item_from_wire(msg)
 
 
-class TopologyService(topology_pb2_grpc.TopologyServiceServicer):
+class TopologyService(_OfNode, topology_pb2_grpc.TopologyServiceServicer):
     """Serves the topology this node routes by, so clients can bootstrap from any node."""
-
-    def __init__(self, node: NodeRuntime) -> None:
-        self.node = node
 
     @maps_errors
     async def GetTopology(
