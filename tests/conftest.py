@@ -6,6 +6,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# The machine is shared and noisy: property tests judge behaviour, never speed.
+settings.register_profile("memcluster", deadline=None)
+settings.load_profile("memcluster")
 
 from tests.harness import NodeFactory
 
