@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
+from tests.harness import NodeFactory
+
 # The machine is shared and noisy: property tests judge behaviour, never speed.
 settings.register_profile("memcluster", deadline=None)
 settings.load_profile("memcluster")
-
-from tests.harness import NodeFactory
 
 
 @pytest.fixture
