@@ -208,3 +208,11 @@ def test_property_accounting_and_no_loss(
     for key in list(model):
         tier.pop(key)
     assert tier.bytes_held == 0
+
+
+def test_holding_lists_the_keys_held(make_tier: Callable[..., Tier]) -> None:
+    tier = make_tier()
+    for i in range(0, 20, 2):
+        tier.put(f"k{i}".encode(), Item(b"v", i + 1), NOW)
+    asked = [f"k{i}".encode() for i in range(20)] + [b"x" * 600]
+    assert tier.holding(asked) == [f"k{i}".encode() for i in range(0, 20, 2)]

@@ -70,9 +70,8 @@ class Replicator:
     async def put_many(self, puts: Sequence[Put], consistency: int) -> list[int]:
         """Validate all, apply all locally, replicate; returns the versions."""
         owners = self.view.check_owner([p[0] for p in puts])
-        for index, (key, value, ttl, priority) in enumerate(puts):
-            self.store.validate_put(key, value, ttl, priority, where=f"items[{index}]")
-        written = [(p[0], self.store.write(*p)) for p in puts]
+        items = self.store.write_many(puts)
+        written = [(p[0], item) for p, item in zip(puts, items, strict=True)]
         await self._replicate(written, owners, consistency)
         return [item.version for _, item in written]
 

@@ -12,7 +12,7 @@ transfer) keeps whichever write is newer.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -148,6 +148,19 @@ class TieredStore:
         self._write(key, item, now)
         return item
 
+    def write_many(self, puts: Sequence[tuple[bytes, bytes, float | None, int]]) -> list[Item]:
+        """Validate every put first (a bad one applies none), then store them all."""
+        for index, (key, value, ttl, priority) in enumerate(puts):
+            self.validate_put(key, value, ttl, priority, where=f"items[{index}]")
+        now = self._clock.now()
+        self._evict_from_lower_tiers([p[0] for p in puts])
+        written = []
+        for key, value, ttl, priority in puts:
+            item = Item(value, self.hlc.now(), self.origin, self._expiry(ttl, now), priority)
+            self._land(key, item, now)
+            written.append(item)
+        return written
+
     def discard(self, key: bytes) -> bool:
         """Forget ``key`` without a tombstone (its data moved to its new owners)."""
         removed = False
@@ -277,12 +290,19 @@ class TieredStore:
         return None
 
     def _write(self, key: bytes, item: Item, now: float) -> None:
+        self._evict_from_lower_tiers([key])
+        self._land(key, item, now)
+
+    def _evict_from_lower_tiers(self, keys: list[bytes]) -> None:
+        """Remove older copies below the top tier: a key lives in one tier only."""
         for tier in self.tiers[1:]:
-            if key in tier:
+            if not len(tier):
+                continue
+            held = [k for k in keys if k in tier] if len(keys) == 1 else tier.holding(keys)
+            for key in held:
                 removed = tier.pop(key)
                 if removed is not None:
                     self.churn_bytes += len(key) + len(removed.value)
-        self._land(key, item, now)
 
     def _land(self, key: bytes, item: Item, now: float) -> None:
         top = self.tiers[0]

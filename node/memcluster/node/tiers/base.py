@@ -51,6 +51,10 @@ class Tier(Protocol):
 
     def __contains__(self, key: bytes) -> bool: ...
 
+    def holding(self, keys: list[bytes]) -> list[bytes]:
+        """The ``keys`` this tier holds (one lookup pass where the tier has a cheaper one)."""
+        ...
+
     def get(self, key: bytes, now: float) -> Item | None:
         """The item (expired or not), counting an access for the eviction policy."""
         ...

@@ -200,6 +200,11 @@ class ColdTier:
         with self._env.begin(buffers=True) as txn:
             return txn.get(stored_key(key), db=self._seq) is not None
 
+    def holding(self, keys: list[bytes]) -> list[bytes]:
+        """The ``keys`` held here, looked up in one read transaction."""
+        with self._env.begin(buffers=True) as txn:
+            return [k for k in keys if k and txn.get(stored_key(k), db=self._seq) is not None]
+
     def item_cost(self, key_len: int, record_len: int) -> int:
         """What one item adds to ``bytes_held``: large records occupy whole pages.
 

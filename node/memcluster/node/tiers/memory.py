@@ -89,6 +89,11 @@ class MemoryTier:
     def __contains__(self, key: bytes) -> bool:
         return key in self._data
 
+    def holding(self, keys: list[bytes]) -> list[bytes]:
+        """The ``keys`` held here."""
+        data = self._data
+        return [k for k in keys if k in data]
+
     def get(self, key: bytes, now: float) -> Item | None:
         """The item, moved to the back of the recency order (its LFU counter bumped)."""
         rec = self._data.pop(key, None)
