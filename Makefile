@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo proto lint test check clean
+.PHONY: setup demo proto lint test check clean image docker-env test-docker helm bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +30,25 @@ lint: setup  ## formatting, lint, types, import layers, generated-code drift
 test: setup  ## unit, component and integration tests (real processes)
 	$(BIN)/pytest
 
-check: lint test  ## everything CI runs
+check: lint test test-docker  ## everything CI runs (the docker tier needs root: it installs docker)
+
+image:  ## the container image (python:3.11-slim base, wheels from PyPI)
+	docker build -t memcluster .
+
+docker-env: setup  ## as root: docker engine, compose, a local base image, wheelhouse, memcluster:test
+	bash scripts/docker_test_env.sh
+
+test-docker: docker-env  ## the image, the compose cluster, and the integration suite against it
+	MEMCLUSTER_DOCKER_TESTS=1 $(BIN)/pytest tests/docker
+	MEMCLUSTER_TEST_TARGET=compose $(BIN)/pytest tests/integration/test_cluster.py
+
+helm: setup  ## install helm into .tools/bin, lint and test the chart
+	bash scripts/install_helm.sh
+	$(BIN)/pytest -q tests/helm
+
+bench: setup  ## benchmarks against Redis and memcached (installs them)
+	bash scripts/bench_env.sh
+	$(BIN)/python -m bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

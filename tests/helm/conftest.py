@@ -12,11 +12,6 @@ ROOT = Path(__file__).resolve().parents[2]
 INSTALL_HELM = ROOT / "scripts" / "install_helm.sh"
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    # Until pyproject.toml lists it among [tool.pytest.ini_options] markers.
-    config.addinivalue_line("markers", "helm: renders and validates the Helm chart (offline)")
-
-
 @pytest.fixture(scope="session")
 def helm() -> str:
     """The path of a helm binary, from scripts/install_helm.sh (a no-op once installed)."""

@@ -32,3 +32,16 @@ def test_plain_grpc_codes_map_by_code() -> None:
     assert isinstance(errors.from_status(grpc.StatusCode.DATA_LOSS, "x"), errors.InternalError)
     assert errors.NotOwner.refresh_routing and errors.Unavailable.retriable
     assert not errors.InvalidRequest.retriable
+
+
+def test_advertised_address() -> None:
+    import socket
+
+    from memcluster.common.rpc import advertised_address
+
+    assert advertised_address("127.0.0.1:0", 7400) == "127.0.0.1:7400"
+    assert advertised_address("0.0.0.0:7400", 7400, "node-1.svc:7400") == "node-1.svc:7400"
+    wildcard = advertised_address("0.0.0.0:7400", 7400)
+    assert not wildcard.startswith("0.0.0.0") and wildcard.endswith(":7400")
+    assert socket.gethostname() in wildcard or wildcard[0].isdigit()
+    assert advertised_address("[::1]:0", 7401) == "[::1]:7401"

@@ -45,6 +45,7 @@ __all__ = [
     "ConfigError",
     "CoordinatorClusterConfig",
     "CoordinatorConfig",
+    "CoordinatorServerConfig",
     "HotTierConfig",
     "LimitsConfig",
     "LoadConfig",
@@ -482,12 +483,18 @@ class NodeConfig(_ProcessConfig):
 
 
 @dataclass(frozen=True, slots=True)
+class CoordinatorServerConfig(ServerConfig):
+    """A coordinator's addresses: like a node's, with the coordinator's port by default."""
+
+    listen: str = "127.0.0.1:7500"
+    metrics_listen: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class CoordinatorConfig(_ProcessConfig):
     """Everything a coordinator process is configured with."""
 
-    server: ServerConfig = field(
-        default_factory=lambda: ServerConfig(listen="127.0.0.1:7500", metrics_listen="")
-    )
+    server: CoordinatorServerConfig = field(default_factory=CoordinatorServerConfig)
     cluster: CoordinatorClusterConfig = field(default_factory=CoordinatorClusterConfig)
     topology: TopologyConfig = field(default_factory=TopologyConfig)
     balancing: LoadConfig = field(default_factory=LoadConfig)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import socket
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -49,6 +50,28 @@ def maps_errors(handler: Handler[Req, Resp]) -> Handler[Req, Resp]:
         raise AssertionError("unreachable: context.abort raises")
 
     return wrapper
+
+
+WILDCARDS = {"0.0.0.0", "::", ""}
+
+
+def advertised_address(listen: str, port: int, advertise: str = "") -> str:
+    """The address peers and clients should dial for a server bound to ``listen``.
+
+    An explicit ``advertise`` wins. A wildcard bind (0.0.0.0, ::) cannot be dialled, so
+    the host's own address is used: what its hostname resolves to (a container's or a
+    pod's IP), else the hostname itself.
+    """
+    if advertise:
+        return advertise
+    host = listen.rpartition(":")[0].strip("[]")
+    if host in WILDCARDS:
+        name = socket.gethostname()
+        try:
+            host = socket.gethostbyname(name)
+        except OSError:
+            host = name
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def add_health_and_reflection(

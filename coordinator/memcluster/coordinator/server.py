@@ -15,7 +15,7 @@ import socket
 import grpc
 
 from memcluster.common.config import CoordinatorConfig
-from memcluster.common.rpc import add_health_and_reflection, set_serving
+from memcluster.common.rpc import add_health_and_reflection, advertised_address, set_serving
 from memcluster.coordinator.leader import CoordinatorRuntime
 from memcluster.coordinator.service import CoordinatorService, TopologyService
 from memcluster.wire import coordinator_pb2, coordinator_pb2_grpc, topology_pb2, topology_pb2_grpc
@@ -32,8 +32,7 @@ async def run(config: CoordinatorConfig) -> int:
     """Serve until SIGTERM/SIGINT; returns the exit code."""
     server = grpc.aio.server()
     port = server.add_insecure_port(config.server.listen)
-    host = config.server.listen.rpartition(":")[0].strip("[]")
-    address = config.server.advertise or f"{host}:{port}"
+    address = advertised_address(config.server.listen, port, config.server.advertise)
     coordinator_id = config.server.id or f"coordinator-{socket.gethostname()}-{port}"
     runtime = CoordinatorRuntime(config, coordinator_id, address)
     coordinator_pb2_grpc.add_CoordinatorServicer_to_server(CoordinatorService(runtime), server)

@@ -20,7 +20,7 @@ from pathlib import Path
 import grpc
 
 from memcluster.common.config import NodeConfig
-from memcluster.common.rpc import add_health_and_reflection, set_serving
+from memcluster.common.rpc import add_health_and_reflection, advertised_address, set_serving
 from memcluster.node.metrics import serve_metrics
 from memcluster.node.runtime import NodeRuntime
 from memcluster.node.service import NodeService, PeerService, TopologyService
@@ -70,8 +70,7 @@ async def run(config: NodeConfig, ready_file: str | None = None) -> int:
     port = server.add_insecure_port(config.server.listen)
     if port == 0:
         raise OSError(f"server.listen: cannot bind {config.server.listen}")
-    host, _ = split_host_port(config.server.listen)
-    address = config.server.advertise or f"{host}:{port}"
+    address = advertised_address(config.server.listen, port, config.server.advertise)
     node_id = config.server.id or f"{socket.gethostname()}:{port}"
     node = NodeRuntime(config, node_id, address)
 
