@@ -172,7 +172,10 @@ def test_node_container_is_configured_by_env_and_turns_healthy(containers: Conta
     wait_for(lambda: health(name) == "healthy", 60, f"{name} healthy; log:\n{logs(name)}")
     ready = json.loads(next(line for line in logs(name).splitlines() if '"ready"' in line))
     assert ready["node_id"] == "env-node"
-    assert ready["address"] == "0.0.0.0:7400"
+    # A wildcard bind advertises the container's own address (--network none: no IP,
+    # so its hostname), never 0.0.0.0, which nobody can dial.
+    host = docker("exec", name, "hostname").stdout.strip()
+    assert ready["address"] == f"{host}:7400"
     assert ready["cold_path"] == "/data/cold"
     stats = docker("exec", name, "memcluster", "stats", "--json", "-a", "127.0.0.1:7400")
     assert "env-node" in stats.stdout
