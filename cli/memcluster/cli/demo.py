@@ -53,9 +53,14 @@ def run_local(data_dir: str | None, nodes: int, rf: int, *, demo: bool, items: i
             if demo
             else {}
         )
-        with LocalCluster(
-            root, nodes=nodes, replication_factor=rf, node_overrides=overrides
-        ) as cluster:
+        cluster = LocalCluster(
+            root,
+            nodes=nodes,
+            replication_factor=rf,
+            node_overrides=overrides,
+            well_known_ports=not demo,
+        )
+        with cluster:
             render_cluster_status(cluster.status(), console=console)
             console.print(
                 f"bootstrap: {', '.join(cluster.node_addresses())}  "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import signal
+import socket
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -50,6 +51,16 @@ def merged(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def port_free(port: int) -> bool:
+    """True when nothing listens on 127.0.0.1:``port``."""
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
     """Poll ``predicate`` every 0.1 s; TimeoutError naming ``what`` after ``timeout``."""
     deadline = time.monotonic() + timeout
@@ -73,8 +84,12 @@ class LocalCluster:
         down_after: str = "5s",
         node_overrides: dict[str, Any] | None = None,
         coordinator_overrides: dict[str, Any] | None = None,
+        well_known_ports: bool = False,
     ) -> None:
         self.root = root
+        #: Listen on the default ports (coordinator 7500, nodes 7401, 7402, ...) where
+        #: free, so that `memcluster status` and friends work without addresses.
+        self.well_known_ports = well_known_ports
         self.initial_nodes = nodes
         self.initial_coordinators = coordinators
         self.name = "local"
@@ -132,7 +147,12 @@ class LocalCluster:
         directory = self.root / name
         directory.mkdir(parents=True, exist_ok=True)
         config = merged(
-            self.coordinator_config, {"server.id": name, "cluster.etcd": self.etcd.endpoint}
+            self.coordinator_config,
+            {
+                "server.id": name,
+                "server.listen": self._listen(7500 + len(self.coordinators)),
+                "cluster.etcd": self.etcd.endpoint,
+            },
         )
         path = directory / "coordinator.yaml"
         path.write_text(yaml.safe_dump(config))
@@ -149,6 +169,7 @@ class LocalCluster:
             self.node_config,
             {
                 "server.id": name,
+                "server.listen": self._listen(7401 + len(self.nodes)),
                 "cluster.name": self.name,
                 "cluster.etcd": self.etcd.endpoint,
                 "memory.tiers.cold.path": str(directory / "cold"),
@@ -171,6 +192,11 @@ class LocalCluster:
         if wait:
             self.wait_settled(timeout, required=[name])
         return proc
+
+    def _listen(self, port: int) -> str:
+        if self.well_known_ports and port_free(port):
+            return f"127.0.0.1:{port}"
+        return "127.0.0.1:0"
 
     # -- faults (the integration tests' vocabulary; the docker target mirrors it) ----
 
