@@ -6,7 +6,9 @@ Three kinds of record, one per size class, each serialised as compact JSON:
 - ``medium`` (~1 KB): user profiles (name, email, address, preferences, tags, a short
   bio and the latest events);
 - ``large`` (~4 KB): product records (description, attributes, stock per warehouse
-  and reviews).
+  and reviews);
+- ``xlarge`` (~64 KB): the same product records with many more reviews (a product
+  page's worth of data).
 
 Text comes from a small vocabulary, as in real data where the same words, field
 names and enum values recur; every figure comes from one seeded ``random.Random``,
@@ -21,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 #: The size classes and their target value sizes in bytes (each value is within ±20%).
-SIZES = {"small": 100, "medium": 1024, "large": 4096}
+SIZES = {"small": 100, "medium": 1024, "large": 4096, "xlarge": 65536}
 
 _VOCABULARY = (
     "the a of and to in for with on fast cache memory cluster node data value key store "
@@ -138,6 +140,15 @@ def medium(rng: random.Random, i: int) -> dict[str, Any]:
 
 def large(rng: random.Random, i: int) -> dict[str, Any]:
     """A product record (~4 KB)."""
+    return _product(rng, i, "large")
+
+
+def xlarge(rng: random.Random, i: int) -> dict[str, Any]:
+    """A product record with a long review list (~64 KB)."""
+    return _product(rng, i, "xlarge")
+
+
+def _product(rng: random.Random, i: int, size: str) -> dict[str, Any]:
     record: dict[str, Any] = {
         "sku": f"SKU-{i:08d}",
         "title": _text(rng, 5).title(),
@@ -158,7 +169,7 @@ def large(rng: random.Random, i: int) -> dict[str, Any]:
     _grow(
         record,
         "reviews",
-        _target(rng, "large"),
+        _target(rng, size),
         lambda: {
             "user": f"u{rng.randrange(10**7):07d}",
             "rating": rng.randrange(1, 6),
@@ -170,7 +181,7 @@ def large(rng: random.Random, i: int) -> dict[str, Any]:
     return record
 
 
-_MAKERS = {"small": small, "medium": medium, "large": large}
+_MAKERS = {"small": small, "medium": medium, "large": large, "xlarge": xlarge}
 
 
 def _target(rng: random.Random, size: str) -> int:
