@@ -136,7 +136,7 @@ def cluster_config(cluster: LocalCluster) -> dict[str, Any]:
         "partitions": topology["partitions"],
         "down_after": topology["down_after"],
         "lease_ttl": cluster.node_config["cluster"]["lease_ttl"],
-        "migration_rate": cluster.node_config["cluster"].get("migration_rate", "64MB (default)"),
+        "migration_rate": cluster.node_config["cluster"].get("migration_rate", "8MB (default)"),
         "tiers": cluster.node_config["memory"]["tiers"],
         "load_balancer": "off",
     }

@@ -251,7 +251,7 @@ def _rebalance_table(result: dict[str, Any]) -> Table:
         ),
         caption=(
             f"lease {result['cluster']['lease_ttl']}, down_after {plan['down_after']}, "
-            f"migration_rate {result['cluster'].get('migration_rate', '64MB (default)')}; "
+            f"migration_rate {result['cluster'].get('migration_rate', '8MB (default)')}; "
             "windows: before = the baseline, move = from the new node's ready line to settled"
         ),
     )

@@ -44,7 +44,9 @@ ALIVE = {"a", "b", "c", "d"}
     ("me", "new", "old", "alive", "expected"),
     [
         pytest.param("a", ("a", "c"), ("a", "b"), ALIVE, ["c"], id="first-old-owner-sends"),
-        pytest.param("b", ("a", "c"), ("a", "b"), ALIVE, ["c"], id="leaver-always-sends"),
+        pytest.param("b", ("a", "c"), ("a", "b"), ALIVE, [], id="leaver-not-sender-quiet"),
+        pytest.param("a", ("c", "d"), ("a", "b"), ALIVE, ["c", "d"], id="both-leave-sender"),
+        pytest.param("b", ("c", "d"), ("a", "b"), ALIVE, ["c", "d"], id="both-leave-other"),
         pytest.param("a", ("c", "a"), ("b", "a"), ALIVE, [], id="continuing-not-sender"),
         pytest.param("a", ("c", "a"), ("b", "a"), ALIVE - {"b"}, ["c"], id="sender-dead"),
         pytest.param("a", ("a", "b"), ("a", "b"), ALIVE, [], id="no-change"),
@@ -113,20 +115,24 @@ def test_every_new_owner_ends_up_holding_the_key_sent_once_by_one_sender(
             continue  # every copy is gone: nothing can be done
         missing = [n for n in new if n not in old]
         held = set(holders)
-        continuing_senders = []
+        senders = []
+        sender = holders[0]
         for holder in holders:
             sent = _targets(holder, new, old, alive)
             held.update(sent)
             assert len(sent) == len(set(sent))
             assert set(sent) <= set(missing)  # old owners hold it already
-            if holder not in new:
-                assert sent == missing  # a leaver always hands over
-            elif holder != holders[0]:
-                assert sent == []  # a continuing owner that is not the sender
-            if holder in new and sent:
-                continuing_senders.append(holder)
+            if holder == sender:
+                assert sent == missing  # the first live previous owner sends
+            elif sender in new:
+                assert sent == []  # a copy stays with the sender: nobody else sends
+            else:
+                assert holder in new or sent == missing  # the sender leaves: leavers send too
+            if sent:
+                senders.append(holder)
         assert set(new) <= held, (new, old, holders)
-        assert len(continuing_senders) <= 1  # no duplicate traffic among those who stay
+        if sender in new:
+            assert len(senders) <= 1  # each key travels once
 
 
 @settings(max_examples=50, deadline=None)
@@ -338,9 +344,11 @@ async def test_items_go_to_their_new_owners_and_leave_this_node(
                 assert item.version > 0 and item.origin == 1
                 sent[item.key].append(node_of(address))
     for key in held:
-        # a was an owner before and the first one alive: it sends to whoever lacks the key.
-        missing = [n for n in current.replicas(key) if n not in previous.replicas(key)]
-        assert sorted(sent.get(key, [])) == sorted(missing), key
+        # a sends what it held first (as the sender) or when the sender leaves as well.
+        new, old = current.replicas(key), previous.replicas(key)
+        missing = [n for n in new if n not in old]
+        sends = old[0] == "a" or ("a" not in new and old[0] not in new)
+        assert sorted(sent.get(key, [])) == (sorted(missing) if sends else []), key
         assert holds(store, key) == ("a" in current.replicas(key)), key
     assert sent  # the scenario moves something
 
@@ -422,7 +430,7 @@ async def test_a_failed_transfer_keeps_every_local_item(
         run.migrator.start(topology)
         await eventually(lambda: run.migrator.progress.failures >= 1, 5)
     try:
-        assert sorted(peers.calls)[:3] == ["b:7400", "c:7400", "d:7400"]  # the others got theirs
+        assert "c:7400" in peers.calls and len(set(peers.calls)) >= 2  # others got theirs
         assert all(holds(store, k) for k in held)
         progress = run.migrator.progress
         assert not progress.done and progress.items_dropped == 0

@@ -374,8 +374,8 @@ class NodeClusterConfig(_Section):
     lease_ttl: _Duration = 5.0
     weight: float = 1.0
     replication_timeout: _Duration = 2.0
-    migration_rate: _Size = 64 * _MB
-    migration_batch: int = 500
+    migration_rate: _Size = 8 * _MB
+    migration_batch: int = 200
     load_interval: _Duration = 2.0
 
     def _check(self) -> list[tuple[str, str]]:

@@ -26,12 +26,12 @@ from memcluster.common.topology import NodeState, Topology
 from memcluster.node.peers import PeerPool
 from memcluster.node.replication import item_to_wire
 from memcluster.node.store import TieredStore
-from memcluster.node.tiers.base import Item
 from memcluster.wire import peer_pb2
 
 log = logging.getLogger(__name__)
 
-SCAN_CHUNK = 1000  # items examined between yields to the event loop
+SCAN_CHUNK = 256  # keys examined between yields to the event loop
+FETCH_STEP = 25  # items read for sending between yields
 RETRY_DELAY = 0.2
 MAX_RETRY_DELAY = 5.0
 
@@ -143,14 +143,15 @@ class Migrator:
         alive = {n.id for n in topology.nodes if n.state != NodeState.DOWN}
         progress = self.progress
         progress.items_total = sum(len(t) for t in self.store.tiers)
-        outgoing: dict[str, list[tuple[bytes, Item]]] = defaultdict(list)
+        outgoing: dict[str, list[bytes]] = defaultdict(list)
         leaving: list[bytes] = []
         partitions = current.partitions
-        for index, (key, item) in enumerate(self.store.scan()):
+        # Keys only: most items stay put, and reading a cold item means decompressing it.
+        for index, key in enumerate(self.store.keys()):
             p = partition_of(key, partitions)
             new, old = current.owners(p), previous.owners(p)
             for target in _targets(me, new, old, alive):
-                outgoing[target].append((key, item))
+                outgoing[target].append(key)
             if me not in new:
                 leaving.append(key)
             progress.items_scanned = index + 1
@@ -173,12 +174,19 @@ class Migrator:
             if self.store.discard(key):
                 progress.items_dropped += 1
 
-    async def _send(self, address: str, items: list[tuple[bytes, Item]], epoch: int) -> None:
+    async def _send(self, address: str, keys: list[bytes], epoch: int) -> None:
         progress = self.progress
+        fetch = self.store.fetch
 
         async def batches() -> AsyncIterator[peer_pb2.ItemBatch]:
-            for start in range(0, len(items), self.batch):
-                chunk = items[start : start + self.batch]
+            for start in range(0, len(keys), self.batch):
+                # Read at send time: the latest version, and nothing deleted meanwhile.
+                chunk = []
+                for index, key in enumerate(keys[start : start + self.batch], 1):
+                    if (item := fetch(key)) is not None:
+                        chunk.append((key, item))
+                    if index % FETCH_STEP == 0:
+                        await asyncio.sleep(0)  # cold reads decompress: let requests in
                 wire = [item_to_wire(k, i) for k, i in chunk]
                 size = sum(len(k) + len(i.value) for k, i in chunk)
                 began = time.monotonic()
@@ -202,13 +210,19 @@ class Migrator:
 
 
 def _targets(me: str, new: tuple[str, ...], old: tuple[str, ...], alive: set[str]) -> list[str]:
-    """The nodes this node must send a key to, given its new and previous owners."""
-    if me not in new:
-        # Leaving: hand over to every new owner that was not an owner already (or, for
-        # data held outside the previous placement, to all of them).
-        return [n for n in new if n not in old] if me in old else list(new)
+    """The nodes this node must send a key to, given its new and previous owners.
+
+    One node sends each key: the first previous owner still alive (the sender). A
+    leaving owner that is not the sender sends too when the sender is leaving as well,
+    so that no key depends on a single node that is about to drop it.
+    """
     sender = next((n for n in old if n in alive), None)
+    gained = [n for n in new if n not in old]
+    if me not in new:
+        if me not in old:  # data held outside the previous placement
+            return list(new)
+        return gained if sender == me or sender not in new else []
     if me in old:
-        return [n for n in new if n not in old] if sender == me else []
+        return gained if sender == me else []
     # A new owner holding data while no previous owner is alive spreads what it has.
     return [n for n in new if n != me] if sender is None else []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+TRANSFER_STEP = 25  # transferred items applied between yields to the event loop
 TIER_ENUM = {"hot": items_pb2.HOT, "warm": items_pb2.WARM, "cold": items_pb2.COLD}
 
 
@@ -228,7 +230,10 @@ class PeerService(_OfNode, peer_pb2_grpc.PeerServicer):
         received = applied = 0
         async for batch in request_iterator:
             received += len(batch.items)
-            applied += self._apply(batch.items)
+            # A rebalance must not starve foreground requests: apply in small steps.
+            for start in range(0, len(batch.items), TRANSFER_STEP):
+                applied += self._apply(batch.items[start : start + TRANSFER_STEP])
+                await asyncio.sleep(0)
         return peer_pb2.TransferSummary(received=received, applied=applied, epoch=self.node.epoch)
 
     def _apply(self, items: Any) -> int:

@@ -263,6 +263,11 @@ class TieredStore:
         cold.evict_overflow(now)
         return moved
 
+    def keys(self) -> Iterator[bytes]:
+        """Every stored key (tombstones included), tier by tier."""
+        for tier in self.tiers:
+            yield from tier.keys()
+
     def scan(self) -> Iterator[tuple[bytes, Item]]:
         """Every stored item (tombstones included), tier by tier."""
         for tier in self.tiers:

@@ -87,6 +87,10 @@ class Tier(Protocol):
         """Remove up to ``limit`` items whose own expiry has passed."""
         ...
 
+    def keys(self) -> Iterator[bytes]:
+        """Every key held (snapshot semantics as ``scan``), without decoding values."""
+        ...
+
     def scan(self) -> Iterator[tuple[bytes, Item]]:
         """Every held item, without counting accesses (flush, transfer, tests)."""
         ...

@@ -339,6 +339,31 @@ class ColdTier:
                 yield self._decode(stored, data)
             after = chunk[-1][0]
 
+    def keys(self) -> Iterator[bytes]:
+        """Every key held, like ``scan`` but without reading values (long keys excepted)."""
+        after: bytes | None = None
+        while True:
+            chunk: list[bytes] = []
+            with self._env.begin() as txn:
+                cursor = txn.cursor(db=self._items)
+                found = cursor.first() if after is None else cursor.set_range(after)
+                if found and cursor.key() == after:
+                    found = cursor.next()
+                while found and len(chunk) < SCAN_CHUNK:
+                    stored = cursor.key()
+                    if len(stored) == DIGEST_KEY_LEN and stored[0] == DIGEST_MARKER:
+                        try:
+                            chunk.append(self._original_key(stored, cursor.value())[0])
+                        except (ValueError, struct.error, InternalError):
+                            _log.warning("cold record %s has an unreadable key", _name(stored))
+                    else:
+                        chunk.append(stored)
+                    after = stored
+                    found = cursor.next()
+            if not chunk:
+                return
+            yield from chunk
+
     def flush(self) -> None:
         """fsync what has been committed (for a tier opened without sync_each_commit)."""
         if not self._closed:
@@ -460,20 +485,25 @@ class ColdTier:
             raise InternalError(f"cold tier {self.path}: record of key {_name(key)} is truncated")
         return record.meta(data)
 
+    def _original_key(self, stored: bytes, data: bytes) -> tuple[bytes, int]:
+        """The key a record was stored for, and where its payload starts."""
+        payload_at = record.HEADER_SIZE
+        if not self._header(stored, data)[_FLAGS] & LONG_KEY:
+            return stored, payload_at
+        (length,) = _KEY_LEN.unpack_from(data, payload_at)
+        payload_at += _KEY_LEN.size + length
+        if payload_at > len(data):
+            raise ValueError("its embedded key is truncated")
+        embedded = bytes(data[payload_at - length : payload_at])
+        if stored_key(embedded) != stored:
+            raise ValueError("its embedded key does not match its LMDB key")
+        return embedded, payload_at
+
     def _decode(self, stored: bytes, data: bytes) -> tuple[bytes, Item]:
         """The original key and the item of the record stored under ``stored``."""
         key = stored
         try:
-            payload_at = record.HEADER_SIZE
-            if self._header(stored, data)[_FLAGS] & LONG_KEY:
-                (length,) = _KEY_LEN.unpack_from(data, payload_at)
-                payload_at += _KEY_LEN.size + length
-                if payload_at > len(data):
-                    raise ValueError("its embedded key is truncated")
-                embedded = data[payload_at - length : payload_at]
-                if stored_key(embedded) != stored:
-                    raise ValueError("its embedded key does not match its LMDB key")
-                key = embedded
+            key, payload_at = self._original_key(stored, data)
             item = record.unpack(data, self._codec.decompress(data[payload_at:]))
         except (ValueError, IndexError, struct.error, zstandard.ZstdError) as exc:
             raise InternalError(

@@ -200,6 +200,10 @@ class MemoryTier:
                 del self._expiry[heapq.heappop(heap)]
         return removed
 
+    def keys(self) -> Iterator[bytes]:
+        """Every key held when the iteration started."""
+        yield from list(self._data)
+
     def scan(self) -> Iterator[tuple[bytes, Item]]:
         """Every item held when the scan started and still held when reached."""
         for key in list(self._data):
