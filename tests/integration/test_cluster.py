@@ -112,6 +112,9 @@ def test_add_a_node_under_load_without_failed_reads(make_cluster: MakeCluster) -
     assert load.writes > 0
     with Client(cluster.node_addresses()) as client:
         assert client.get_many(list(load.known)) == load.known
+    keys = list(load.known)
+    # Old owners drop their copies once the whole cluster has settled.
+    wait_for(lambda: replicas_restored(cluster, keys, 2), 60, "every key on exactly 2 nodes")
     per_node = Counter(n for nodes in holders(cluster, list(load.known)).values() for n in nodes)
     ideal = 2 * len(load.known) / 4
     assert len(per_node) == 4

@@ -181,6 +181,7 @@ class ClusterAgent:
                 return
         view.settling = False
         log.info("epoch %d settled: every node finished its migration", epoch)
+        self.node.migrator.settled(epoch)
 
     def _progress_changed(self, progress: Progress) -> None:
         self._publish.set()

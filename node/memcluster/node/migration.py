@@ -1,14 +1,15 @@
 """Rebalancing: after a topology change, items that changed owner stream to their new owners.
 
-For every item it holds, a node compares the key's owners in the previous epoch with
+For every key it holds, a node compares the key's owners in the previous epoch with
 those in the new one. New owners that were not owners before must receive the item.
-Among the previous owners that are still alive, the first one sends (so an item is
-sent once, not RF times) - unless this node no longer owns the key, in which case it
-sends anyway (it is about to drop its copy, and must not count on another sender).
+The first previous owner still alive sends it (so an item travels once, not RF times);
+a previous owner that drops the key sends too only when that sender drops it as well.
 Items go out in batches over Peer.Transfer, throttled to ``rate`` bytes per second so
-that foreground requests keep their latency. Once every new owner has acknowledged,
-items this node no longer owns are dropped. Versions make late or repeated transfers
-harmless: a receiver keeps whichever write is newer.
+that foreground requests keep their latency. Items this node no longer owns are
+dropped once the whole cluster has settled for the epoch (``settled``), so that no key
+has fewer copies than its replication factor while data moves. A hand-over that fails
+is retried (with backoff) until it succeeds or a newer epoch replaces it. Versions
+make late or repeated transfers harmless: a receiver keeps whichever write is newer.
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ class Migrator:
         self.on_progress = on_progress
         self.progress = Progress()
         self._task: asyncio.Task[None] | None = None
+        self._to_drop: tuple[int, Placement, list[bytes]] | None = None
 
     def start(self, topology: Topology) -> None:
         """Begin migrating for ``topology`` (cancelling a migration for an older epoch)."""
@@ -87,6 +89,24 @@ class Migrator:
             self._run(topology), name=f"migration-{topology.epoch}"
         )
         self._task.add_done_callback(self._done)
+
+    def settled(self, epoch: int) -> int:
+        """The cluster finished migrating for ``epoch``: drop copies no longer owned."""
+        pending = self._to_drop
+        if pending is None or pending[0] > epoch:
+            return 0  # news of an older epoch: the pending drops belong to a newer one
+        self._to_drop = None
+        if pending[0] < epoch:
+            return 0  # superseded: the newer epoch's migration decides again
+        _, current, leaving = pending
+        dropped = 0
+        for key in leaving:
+            if self.node_id not in current.replicas(key) and self.store.discard(key):
+                dropped += 1
+        self.progress.items_dropped += dropped
+        if dropped:
+            log.info("epoch %d settled: dropped %d copies now owned elsewhere", epoch, dropped)
+        return dropped
 
     async def close(self) -> None:
         """Cancel a running migration."""
@@ -170,9 +190,9 @@ class Migrator:
                 log.warning("migration to %s (%s) failed: %r", target, address, exc)
         if failed:
             raise HandOverFailed(f"{failed} of {len(outgoing)} targets did not take their items")
-        for key in leaving:
-            if self.store.discard(key):
-                progress.items_dropped += 1
+        # Copies this node no longer owns are dropped once the whole cluster has settled
+        # (every new owner has its copy), not now: a replica count never dips mid-move.
+        self._to_drop = (topology.epoch, current, leaving)
 
     async def _send(self, address: str, keys: list[bytes], epoch: int) -> None:
         progress = self.progress
