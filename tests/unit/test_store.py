@@ -236,3 +236,13 @@ def test_property_nothing_lost_nothing_duplicated(
         assert {k: store.get(k)[0].value for k in model} == model  # type: ignore[index]
     finally:
         store.close()
+
+
+def test_keys_sees_every_key_once_even_when_items_move_between_tiers(store: TieredStore) -> None:
+    for i in range(500):
+        store.put(f"k{i}".encode(), doc(i))
+    keys = store.keys()
+    for i in range(0, 500, 7):  # promotions from warm/cold and the demotions they cause
+        store.get(f"k{i}".encode())
+    seen = list(keys)
+    assert sorted(seen) == sorted(f"k{i}".encode() for i in range(500))

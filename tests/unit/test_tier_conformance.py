@@ -216,3 +216,15 @@ def test_holding_lists_the_keys_held(make_tier: Callable[..., Tier]) -> None:
         tier.put(f"k{i}".encode(), Item(b"v", i + 1), NOW)
     asked = [f"k{i}".encode() for i in range(20)] + [b"x" * 600]
     assert tier.holding(asked) == [f"k{i}".encode() for i in range(0, 20, 2)]
+
+
+def test_keys_is_a_snapshot_taken_at_the_call(make_tier: Callable[..., Tier]) -> None:
+    tier = make_tier()
+    for i in range(300):
+        tier.put(f"k{i}".encode(), Item(b"v", i + 1), NOW)
+    tier.put(b"L" * 700, Item(b"long", 1000), NOW)  # a digested key in the cold tier
+    snapshot = tier.keys()
+    tier.put(b"late", Item(b"v", 999), NOW)
+    tier.pop(b"k5")
+    keys = list(snapshot)
+    assert sorted(keys) == sorted([f"k{i}".encode() for i in range(300)] + [b"L" * 700])

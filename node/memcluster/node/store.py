@@ -12,6 +12,7 @@ transfer) keeps whichever write is newer.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -264,9 +265,13 @@ class TieredStore:
         return moved
 
     def keys(self) -> Iterator[bytes]:
-        """Every stored key (tombstones included), tier by tier."""
-        for tier in self.tiers:
-            yield from tier.keys()
+        """Every stored key (tombstones included) as of the call.
+
+        All tiers are snapshotted at one instant, before anything else can run: an
+        item moving between tiers while the caller iterates is neither missed nor seen
+        twice (a migration that missed a key would leave it with too few replicas).
+        """
+        return itertools.chain.from_iterable([tier.keys() for tier in self.tiers])
 
     def scan(self) -> Iterator[tuple[bytes, Item]]:
         """Every stored item (tombstones included), tier by tier."""

@@ -88,7 +88,8 @@ class Tier(Protocol):
         ...
 
     def keys(self) -> Iterator[bytes]:
-        """Every key held (snapshot semantics as ``scan``), without decoding values."""
+        """Every key held at the moment of the call (a snapshot taken by the call itself,
+        not by the first ``next``), without decoding values."""
         ...
 
     def scan(self) -> Iterator[tuple[bytes, Item]]:

@@ -340,29 +340,25 @@ class ColdTier:
             after = chunk[-1][0]
 
     def keys(self) -> Iterator[bytes]:
-        """Every key held, like ``scan`` but without reading values (long keys excepted)."""
-        after: bytes | None = None
-        while True:
-            chunk: list[bytes] = []
-            with self._env.begin() as txn:
-                cursor = txn.cursor(db=self._items)
-                found = cursor.first() if after is None else cursor.set_range(after)
-                if found and cursor.key() == after:
-                    found = cursor.next()
-                while found and len(chunk) < SCAN_CHUNK:
-                    stored = cursor.key()
-                    if len(stored) == DIGEST_KEY_LEN and stored[0] == DIGEST_MARKER:
-                        try:
-                            chunk.append(self._original_key(stored, cursor.value())[0])
-                        except (ValueError, struct.error, InternalError):
-                            _log.warning("cold record %s has an unreadable key", _name(stored))
-                    else:
-                        chunk.append(stored)
-                    after = stored
-                    found = cursor.next()
-            if not chunk:
-                return
-            yield from chunk
+        """Every key held now: a read transaction (a snapshot) opens at the call, not at
+        the first ``next``, so that the store can snapshot all its tiers at one instant.
+        Values are not read, long keys excepted."""
+        txn = self._env.begin()
+        return self._keys_of(txn)
+
+    def _keys_of(self, txn: Any) -> Iterator[bytes]:
+        try:
+            cursor = txn.cursor(db=self._items)
+            for stored in cursor.iternext(keys=True, values=False):
+                if len(stored) == DIGEST_KEY_LEN and stored[0] == DIGEST_MARKER:
+                    try:
+                        yield self._original_key(stored, cursor.value())[0]
+                    except (ValueError, struct.error, InternalError):
+                        _log.warning("cold record %s has an unreadable key", _name(stored))
+                else:
+                    yield stored
+        finally:
+            txn.abort()
 
     def flush(self) -> None:
         """fsync what has been committed (for a tier opened without sync_each_commit)."""

@@ -201,8 +201,8 @@ class MemoryTier:
         return removed
 
     def keys(self) -> Iterator[bytes]:
-        """Every key held when the iteration started."""
-        yield from list(self._data)
+        """Every key held at the call (a snapshot, taken before the first ``next``)."""
+        return iter(list(self._data))
 
     def scan(self) -> Iterator[tuple[bytes, Item]]:
         """Every item held when the scan started and still held when reached."""
