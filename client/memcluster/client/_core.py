@@ -139,14 +139,16 @@ class Core(Generic[V]):
         answers = yield from self.dispatch.keyed(
             "GetMany", list(wanted), _same, build, read=True, size=_key_size
         )
-        entries: dict[bytes, node_pb2.Entry] = {}
+        # Only values are wanted here: no Entry objects on this per-key path.
+        decode = self.codec.decode
+        found: dict[K, V] = {}
         for batch, response in answers:
             wire.expect_count("entries", len(response.entries), len(batch))
-            entries.update(zip(batch, response.entries, strict=True))
-        found: dict[K, V] = {}
-        for k, spellings in wanted.items():
-            if (entry := wire.decode_entry(entries[k], self.codec)) is not None:
-                found.update(dict.fromkeys(spellings, entry.value))
+            for k, entry in zip(batch, response.entries, strict=True):
+                if entry.found:
+                    value = decode(entry.value)
+                    for spelling in wanted[k]:
+                        found[spelling] = value
         return found
 
     def put_many(
