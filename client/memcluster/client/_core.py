@@ -141,14 +141,17 @@ class Core(Generic[V]):
         )
         # Only values are wanted here: no Entry objects on this per-key path.
         decode = self.codec.decode
-        found: dict[K, V] = {}
+        values: dict[bytes, V] = {}
         for batch, response in answers:
             wire.expect_count("entries", len(response.entries), len(batch))
             for k, entry in zip(batch, response.entries, strict=True):
                 if entry.found:
-                    value = decode(entry.value)
-                    for spelling in wanted[k]:
-                        found[spelling] = value
+                    values[k] = decode(entry.value)
+        found: dict[K, V] = {}  # in request order
+        for k, spellings in wanted.items():
+            if k in values:
+                for spelling in spellings:
+                    found[spelling] = values[k]
         return found
 
     def put_many(
