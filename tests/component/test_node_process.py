@@ -14,9 +14,10 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from memcluster.cli.local import wait_for
 from memcluster.client import AsyncClient, Client
 from memcluster.common.errors import InvalidRequest, Timeout
-from tests.harness import NodeFactory, wait_until
+from tests.harness import NodeFactory
 
 
 def doc(i: int) -> bytes:
@@ -129,7 +130,7 @@ def test_expiry_removes_items_in_the_background(nodes: NodeFactory) -> None:
     node = nodes.start()
     with Client(node.address) as c:
         c.put_many({f"t{i}".encode(): b"v" for i in range(50)}, ttl=0.5)
-        wait_until(lambda: c.stats()["tiers"]["hot"]["expirations"] == 50, 15, "background expiry")
+        wait_for(lambda: c.stats()["tiers"]["hot"]["expirations"] == 50, 15, "background expiry")
         assert c.get_many([f"t{i}".encode() for i in range(50)]) == {}
 
 

@@ -25,9 +25,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from memcluster.cli.local import wait_for
-from memcluster.client.admin import AdminClient
-from memcluster.wire import coordinator_pb2, topology_pb2
+from memcluster.cli.local import ObservedCluster, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "deploy" / "docker-compose.yml"
@@ -123,7 +121,7 @@ def etcd_healthy() -> bool:
         return False
 
 
-class ComposeCluster:
+class ComposeCluster(ObservedCluster):
     """One compose project of deploy/docker-compose.yml; ``stop()`` removes it with its volumes."""
 
     def __init__(self, project: str = PROJECT) -> None:
@@ -293,38 +291,3 @@ class ComposeCluster:
         if not running:
             raise RuntimeError("no coordinator is running")
         return running[0]
-
-    def status(self) -> coordinator_pb2.ClusterStatus:
-        """The coordinator's view of the cluster."""
-        with AdminClient(self.coordinator_address()) as admin:
-            return admin.status()
-
-    def settled(self, *, nodes: int | None = None, required: Sequence[str] = ()) -> bool:
-        """True when every topology node is UP and done migrating (as LocalCluster.settled)."""
-        try:
-            status = self.status()
-        except Exception:
-            return False
-        topology = status.topology
-        if topology.epoch == 0:
-            return False
-        ids = {n.id for n in topology.nodes}
-        if nodes is not None and len(ids) < nodes:
-            return False
-        if not set(required) <= ids:
-            return False
-        if any(n.state != topology_pb2.UP for n in topology.nodes):
-            return False
-        done = {m.node_id for m in status.migrations if m.epoch >= topology.epoch and m.done}
-        return ids <= done
-
-    def wait_settled(
-        self, timeout: float = 60.0, *, nodes: int | None = None, required: list[str] | None = None
-    ) -> coordinator_pb2.ClusterStatus:
-        """Wait until the cluster has settled (see ``settled``)."""
-        wait_for(
-            lambda: self.settled(nodes=nodes, required=required or []),
-            timeout,
-            f"the compose cluster {self.project} to settle",
-        )
-        return self.status()

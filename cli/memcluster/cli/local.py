@@ -70,7 +70,50 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.1)
 
 
-class LocalCluster:
+class ObservedCluster:
+    """Status and settling of a cluster, through whichever coordinator is running."""
+
+    def coordinator_address(self) -> str:
+        """A running coordinator's address."""
+        raise NotImplementedError
+
+    def status(self) -> coordinator_pb2.ClusterStatus:
+        """The coordinator's view of the cluster."""
+        with AdminClient(self.coordinator_address()) as admin:
+            return admin.status()
+
+    def settled(self, *, nodes: int | None = None, required: Sequence[str] = ()) -> bool:
+        """True when every topology node is UP and has finished migrating for the epoch."""
+        try:
+            status = self.status()
+        except Exception:
+            return False
+        topology = status.topology
+        if topology.epoch == 0:
+            return False
+        ids = {n.id for n in topology.nodes}
+        if nodes is not None and len(ids) < nodes:
+            return False
+        if not set(required) <= ids:
+            return False
+        if any(n.state != topology_pb2.UP for n in topology.nodes):
+            return False
+        done = {m.node_id for m in status.migrations if m.epoch >= topology.epoch and m.done}
+        return ids <= done
+
+    def wait_settled(
+        self, timeout: float = 60.0, *, nodes: int | None = None, required: list[str] | None = None
+    ) -> coordinator_pb2.ClusterStatus:
+        """Wait until the cluster has settled (see ``settled``)."""
+        wait_for(
+            lambda: self.settled(nodes=nodes, required=required or []),
+            timeout,
+            f"{type(self).__name__} to settle",
+        )
+        return self.status()
+
+
+class LocalCluster(ObservedCluster):
     """etcd + coordinators + nodes under ``root``; ``stop()`` (or the context) ends them all."""
 
     def __init__(
@@ -240,38 +283,3 @@ class LocalCluster:
     def node_addresses(self) -> list[str]:
         """Addresses of the node processes that run."""
         return [p.address for p in self.nodes.values() if p.alive]
-
-    def status(self) -> coordinator_pb2.ClusterStatus:
-        """The coordinator's view of the cluster."""
-        with AdminClient(self.coordinator_address()) as admin:
-            return admin.status()
-
-    def settled(self, *, nodes: int | None = None, required: Sequence[str] = ()) -> bool:
-        """True when every topology node is UP and has finished migrating for the epoch."""
-        try:
-            status = self.status()
-        except Exception:
-            return False
-        topology = status.topology
-        if topology.epoch == 0:
-            return False
-        ids = {n.id for n in topology.nodes}
-        if nodes is not None and len(ids) < nodes:
-            return False
-        if not set(required) <= ids:
-            return False
-        if any(n.state != topology_pb2.UP for n in topology.nodes):
-            return False
-        done = {m.node_id for m in status.migrations if m.epoch >= topology.epoch and m.done}
-        return ids <= done
-
-    def wait_settled(
-        self, timeout: float = 60.0, *, nodes: int | None = None, required: list[str] | None = None
-    ) -> coordinator_pb2.ClusterStatus:
-        """Wait until the cluster has settled (see ``settled``)."""
-        wait_for(
-            lambda: self.settled(nodes=nodes, required=required or []),
-            timeout,
-            "the cluster to settle",
-        )
-        return self.status()
