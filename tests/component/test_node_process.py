@@ -238,3 +238,19 @@ def test_pipelined_calls_time_out_and_recover(nodes: NodeFactory) -> None:
         with pytest.raises(InvalidRequest, match="max_key_bytes"):
             c.put(b"k" * 2000, b"v")  # refused by the node, answered on the stream
         assert c.get(b"k") == b"v"  # an error answer leaves the stream usable
+
+
+def test_get_many_answers_entries_or_values_only(nodes: NodeFactory) -> None:
+    node = nodes.start()
+    from memcluster.wire import node_pb2, node_pb2_grpc
+
+    with grpc.insecure_channel(node.address) as channel:
+        stub = node_pb2_grpc.NodeStub(channel)
+        stub.Put(node_pb2.PutRequest(item=node_pb2.PutItem(key=b"a", value=b"1", priority=3)))
+        full = stub.GetMany(node_pb2.GetManyRequest(keys=[b"a", b"zz"]))
+        assert [e.found for e in full.entries] == [True, False]
+        assert full.entries[0].value == b"1" and full.entries[0].priority == 3
+        assert not full.values
+        lean = stub.GetMany(node_pb2.GetManyRequest(keys=[b"a", b"zz"], values_only=True))
+        assert list(lean.found) == [True, False] and list(lean.values) == [b"1", b""]
+        assert not lean.entries and lean.epoch == full.epoch > 0

@@ -333,10 +333,10 @@ def test_stats_and_topology_decode_to_plain_data() -> None:
 
 
 def test_a_batch_answered_with_the_wrong_count_is_an_internal_error() -> None:
-    with pytest.raises(InternalError, match="1 entries for a batch of 2"):
+    with pytest.raises(InternalError, match="1 values for a batch of 2"):
         drive(
             make_core().get_many([b"a", b"b"], consistency=None),
-            lambda c: node_pb2.GetManyResponse(entries=[node_pb2.Entry()]),
+            lambda c: node_pb2.GetManyResponse(found=[False], values=[b""]),
         )
 
 
@@ -448,11 +448,21 @@ def test_aio_errors_map_with_their_metadata() -> None:
 # -- batching --------------------------------------------------------------------
 
 
+def many(request: Any, entries: list[node_pb2.Entry], epoch: int = 0) -> node_pb2.GetManyResponse:
+    """A GetMany answer in the form the request asked for (values only, or entries)."""
+    if request.values_only:
+        return node_pb2.GetManyResponse(
+            found=[e.found for e in entries], values=[e.value for e in entries], epoch=epoch
+        )
+    return node_pb2.GetManyResponse(entries=entries, epoch=epoch)
+
+
 def fake_get_many(store: dict[bytes, bytes]) -> Handler:
     def handle(call: Call) -> Message:
         assert isinstance(call.request, node_pb2.GetManyRequest)
-        return node_pb2.GetManyResponse(
-            entries=[found(store[k]) if k in store else node_pb2.Entry() for k in call.request.keys]
+        keys = call.request.keys
+        return many(
+            call.request, [found(store[k]) if k in store else node_pb2.Entry() for k in keys]
         )
 
     return handle
@@ -574,7 +584,7 @@ class FakeCluster:
             return node_pb2.GetResponse(entry=pb, epoch=epoch)
         if call.method == "GetMany":
             entries = [found(store[k]) if k in store else node_pb2.Entry() for k in keys]
-            return node_pb2.GetManyResponse(entries=entries, epoch=epoch)
+            return many(request, entries, epoch)
         if call.method in ("Put", "PutMany"):
             items = [request.item] if call.method == "Put" else list(request.items)
             for item in items:  # the receiving owner replicates to the others that are up
@@ -1093,8 +1103,7 @@ class FakeNode(node_pb2_grpc.NodeServicer, topology_pb2_grpc.TopologyServiceServ
                 self.all_arrived.set()
             # Calls made one after another would never get past this point.
             await asyncio.wait_for(self.all_arrived.wait(), timeout=10)
-        entries = [self.items.get(k, node_pb2.Entry()) for k in request.keys]
-        return node_pb2.GetManyResponse(entries=entries)
+        return many(request, [self.items.get(k, node_pb2.Entry()) for k in request.keys])
 
     async def PutMany(self, request: Any, context: Any) -> node_pb2.PutManyResponse:
         return node_pb2.PutManyResponse(versions=[self._put(i) for i in request.items])

@@ -134,7 +134,9 @@ class Core(Generic[V]):
         level = self._read_level(consistency)
 
         def build(batch: Sequence[bytes], epoch: int) -> Message:
-            return node_pb2.GetManyRequest(keys=batch, consistency=level, epoch=epoch)
+            return node_pb2.GetManyRequest(
+                keys=batch, consistency=level, epoch=epoch, values_only=True
+            )
 
         answers = yield from self.dispatch.keyed(
             "GetMany", list(wanted), _same, build, read=True, size=_key_size
@@ -143,10 +145,11 @@ class Core(Generic[V]):
         decode = self.codec.decode
         values: dict[bytes, V] = {}
         for batch, response in answers:
-            wire.expect_count("entries", len(response.entries), len(batch))
-            for k, entry in zip(batch, response.entries, strict=True):
-                if entry.found:
-                    values[k] = decode(entry.value)
+            wire.expect_count("values", len(response.values), len(batch))
+            wire.expect_count("found flags", len(response.found), len(batch))
+            for k, hit, value in zip(batch, response.found, response.values, strict=True):
+                if hit:
+                    values[k] = decode(value)
         found: dict[K, V] = {}  # in request order
         for k, spellings in wanted.items():
             if k in values:

@@ -113,6 +113,12 @@ class NodeService(_OfNode, node_pb2_grpc.NodeServicer):
         found = await self.node.replicator.get_many(
             list(request.keys), _read_level(request.consistency)
         )
+        if request.values_only:
+            return node_pb2.GetManyResponse(
+                found=[f is not None for f in found],
+                values=[f[0].value if f is not None else b"" for f in found],
+                epoch=self.node.epoch,
+            )
         return node_pb2.GetManyResponse(entries=[entry(f) for f in found], epoch=self.node.epoch)
 
     @maps_errors

@@ -353,8 +353,13 @@ class GetManyRequest(_message.Message):
     KEYS_FIELD_NUMBER: _builtins.int
     CONSISTENCY_FIELD_NUMBER: _builtins.int
     EPOCH_FIELD_NUMBER: _builtins.int
+    VALUES_ONLY_FIELD_NUMBER: _builtins.int
     consistency: _items_pb2.Consistency.ValueType
     epoch: _builtins.int
+    values_only: _builtins.bool
+    """Answer with `found` and `values` only (no per-key Entry): cheaper to build and
+    to read when the caller wants the values alone.
+    """
     @_builtins.property
     def keys(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]: ...
     def __init__(
@@ -363,10 +368,11 @@ class GetManyRequest(_message.Message):
         keys: _abc.Iterable[_builtins.bytes] | None = ...,
         consistency: _items_pb2.Consistency.ValueType = ...,
         epoch: _builtins.int = ...,
+        values_only: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["consistency", b"consistency", "epoch", b"epoch", "keys", b"keys"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consistency", b"consistency", "epoch", b"epoch", "keys", b"keys", "values_only", b"values_only"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -377,21 +383,31 @@ class GetManyResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ENTRIES_FIELD_NUMBER: _builtins.int
+    FOUND_FIELD_NUMBER: _builtins.int
+    VALUES_FIELD_NUMBER: _builtins.int
     EPOCH_FIELD_NUMBER: _builtins.int
     epoch: _builtins.int
     @_builtins.property
     def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___Entry]:
-        """One entry per requested key, in request order."""
+        """One entry per requested key, in request order (unless values_only)."""
 
+    @_builtins.property
+    def found(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bool]:
+        """With values_only: one flag and one value (empty when not found) per key."""
+
+    @_builtins.property
+    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]: ...
     def __init__(
         self,
         *,
         entries: _abc.Iterable[Global___Entry] | None = ...,
+        found: _abc.Iterable[_builtins.bool] | None = ...,
+        values: _abc.Iterable[_builtins.bytes] | None = ...,
         epoch: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries", "epoch", b"epoch"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries", "epoch", b"epoch", "found", b"found", "values", b"values"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
