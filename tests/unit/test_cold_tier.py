@@ -128,7 +128,9 @@ def test_trained_dictionary_survives_reopen(path: str) -> None:
         items = env.open_db(b"items", txn=txn, create=False)
         assert txn.get(b"dict:2", db=meta) is not None
         # The later records really use it (payload kind 2), so reading them needs it.
-        assert record.payload(txn.get(b"doc:2499", db=items) or b"")[:1] == b"\x02"
+        assert (txn.get(b"doc:2499", db=items) or b"")[
+            record.HEADER_SIZE : record.HEADER_SIZE + 1
+        ] == b"\x02"
     tier = ColdTier(path, GiB)
     assert {key: tier.peek(key) for key in values} == {k: Item(v, 1) for k, v in values.items()}
     tier.close()

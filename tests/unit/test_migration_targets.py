@@ -295,6 +295,7 @@ class Run:
         self, store: TieredStore, peers: FakePeers, me: str, rate: int, batch: int
     ) -> None:
         self.finished = asyncio.Event()
+        self.failed = asyncio.Event()
         self.reports: list[tuple[int, bool]] = []
         self.migrator = Migrator(
             me, store, cast(PeerPool, peers), rate=rate, batch=batch, on_progress=self._seen
@@ -304,6 +305,8 @@ class Run:
         self.reports.append((progress.items_sent, progress.done))
         if progress.done:
             self.finished.set()
+        if progress.failures:
+            self.failed.set()
 
     async def until_done(self) -> Progress:
         await asyncio.wait_for(self.finished.wait(), timeout=5)
@@ -434,7 +437,7 @@ async def test_a_failed_transfer_keeps_every_local_item(
     run = Run(store, peers, "a", rate=10**12, batch=10)
     with caplog.at_level(logging.WARNING, logger=migration.__name__):
         run.migrator.start(topology)
-        await eventually(lambda: run.migrator.progress.failures >= 1, 5)
+        await asyncio.wait_for(run.failed.wait(), timeout=5)
     try:
         assert "c:7400" in peers.calls and len(set(peers.calls)) >= 2  # others got theirs
         assert all(holds(store, k) for k in held)
@@ -445,15 +448,6 @@ async def test_a_failed_transfer_keeps_every_local_item(
         assert f"migration for epoch {topology.epoch} failed" in caplog.text
     finally:
         await run.migrator.close()
-
-
-async def eventually(predicate: Callable[[], bool], limit: float) -> None:
-    """Yield to the event loop until ``predicate`` holds (fail after ``limit`` s)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + limit
-    while not predicate():
-        assert loop.time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.01)
 
 
 async def test_a_failed_migration_is_retried_until_done(

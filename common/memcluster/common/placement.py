@@ -87,10 +87,6 @@ class Placement:
         """Node ids holding ``key``, primary first."""
         return self._owners[partition_of(key, self.partitions)]
 
-    def partitions_of(self, node_id: str) -> list[int]:
-        """The partitions ``node_id`` holds a replica of."""
-        return [p for p, owners in enumerate(self._owners) if node_id in owners]
-
     def primary_share(self) -> dict[str, float]:
         """Each member's fraction of primaries (for status and tests)."""
         counts = dict.fromkeys((n.id for n in self.members), 0)

@@ -28,11 +28,6 @@ def version_millis(version: int) -> int:
     return version >> LOGICAL_BITS
 
 
-def newer(a: tuple[int, int, bool, bytes], b: tuple[int, int, bool, bytes]) -> bool:
-    """True when write ``a`` (version, origin, tombstone, value) beats write ``b``."""
-    return a > b
-
-
 class HybridClock:
     """Issues strictly increasing versions; ``observe`` folds in versions seen from peers."""
 

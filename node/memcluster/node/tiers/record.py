@@ -41,8 +41,3 @@ def unpack(record: bytes, value: bytes) -> Item:
 def meta(record: bytes) -> tuple[int, int, int, int, int, int, int]:
     """The raw header fields: version, origin, expires_ms, access, priority, flags, lfu."""
     return _unpack_from(record)
-
-
-def payload(record: bytes) -> bytes:
-    """The bytes after the header."""
-    return record[HEADER_SIZE:]
