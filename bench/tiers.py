@@ -55,7 +55,7 @@ class Plan:
 
 FULL = Plan(
     items=1_000_000,
-    compression_counts={"small": 20_000, "medium": 5_000, "large": 1_500},
+    compression_counts=compression.FULL_COUNTS,
     cold_items=100_000,
     cold_gets=20_000,
     e2e_ops=5_000,
@@ -64,7 +64,7 @@ FULL = Plan(
 )
 QUICK = Plan(
     items=50_000,
-    compression_counts={"small": 1_000, "medium": 300, "large": 100},
+    compression_counts=compression.QUICK_COUNTS,
     cold_items=5_000,
     cold_gets=2_000,
     e2e_ops=500,
@@ -179,7 +179,7 @@ def render(results: dict[str, Any], console: Console) -> None:
     )
     for name, table in (
         ("memory", _memory_table),
-        ("compression", _compression_table),
+        ("compression", compression.table),
         ("cold", _cold_table),
         ("e2e", _e2e_table),
     ):
@@ -222,36 +222,6 @@ def _memory_table(mem: dict[str, Any]) -> Table:
             f"{ratio['overhead_rss']:.2f}x (RSS vs RSS); bytes_held/used_memory "
             f"{ratio['total_accounted']:.2f}x"
         )
-    return table
-
-
-def _compression_table(comp: dict[str, Any]) -> Table:
-    table = Table(
-        title="2. Compression (ratio = raw / stored payload; MB/s of raw bytes, best of 3)"
-    )
-    table.add_column("tier (level)")
-    table.add_column("values")
-    for column in ("avg B", "ratio", "ratio dict", "comp MB/s", "comp dict", "dec MB/s",
-                   "dec dict"):  # fmt: skip
-        table.add_column(column, justify="right")
-    for level in comp["levels"]:
-        for row in level["classes"]:
-            plain, trained = row["plain"], row["dict"]
-            table.add_row(
-                f"{level['tier']} ({level['level']})",
-                f"{row['size']} x{row['values']:,}",
-                f"{row['avg_bytes']:,.0f}",
-                f"{plain['ratio']:.2f}",
-                f"{trained['ratio']:.2f}",
-                f"{plain['compress_mb_s']:.0f}",
-                f"{trained['compress_mb_s']:.0f}",
-                f"{plain['decompress_mb_s']:.0f}",
-                f"{trained['decompress_mb_s']:.0f}",
-            )
-    table.caption = (
-        f"dict: after {comp['training_values']:,} training values; values over "
-        f"{comp['small_value_limit']:,} B never use the dictionary"
-    )
     return table
 
 
