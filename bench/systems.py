@@ -79,14 +79,14 @@ class Memcluster(System):
         self.addresses = cluster.node_addresses()
 
     def sync_ops(self) -> SyncOps:
-        """A ``Client`` (single-key calls on one pipelined stream per node)."""
+        """A ``Client`` (data calls on the nodes' frame transport, pooled sockets)."""
         from memcluster.client import Client
 
         client: Client[bytes] = Client(self.addresses, timeout=CLIENT_TIMEOUT)
         return SyncOps(client.get, client.put, client.get_many, client.put_many, client.close)
 
     async def async_ops(self) -> AsyncOps:
-        """An ``AsyncClient`` (grpc.aio unary calls)."""
+        """An ``AsyncClient`` (one multiplexed frame connection per node)."""
         from memcluster.client import AsyncClient
 
         client: AsyncClient[bytes] = AsyncClient(self.addresses, timeout=CLIENT_TIMEOUT)

@@ -10,11 +10,13 @@ from typing import Any, Generic, Self, TypeVar, cast
 import grpc
 import grpc.aio
 
-from memcluster.wire import node_pb2_grpc, topology_pb2_grpc
+from memcluster.wire import node_pb2, node_pb2_grpc, topology_pb2_grpc
 
 from ._core import Call, Core, Op, Parallel, Sleep
+from ._frames import AsyncConnection, Directory, carried
 from ._options import DEFAULT_MAX_MESSAGE_BYTES, build_options
 from ._routing import Routing, make_router
+from ._sync import Transport, use_frames
 from .codecs import BYTES, Codec
 from .types import Consistency, Entry, K, Key, Topology, V
 
@@ -33,7 +35,9 @@ class AsyncClient(Generic[V]):
     ``write_consistency``. Values go through ``codec`` (bytes by default).
     ``timeout`` bounds each attempt, in seconds; retriable failures are retried up
     to ``max_retries`` times with jittered exponential backoff from ``backoff`` up
-    to ``max_backoff`` seconds. Failures raise ``memcluster.common.errors`` classes;
+    to ``max_backoff`` seconds. Data calls travel on one multiplexed frame-transport
+    connection per node where the node offers it (``transport="auto"``), else on gRPC.
+    Failures raise ``memcluster.common.errors`` classes;
     arguments the client can judge wrong raise InvalidRequest before any I/O.
     """
 
@@ -51,6 +55,7 @@ class AsyncClient(Generic[V]):
         max_backoff: float = 1.0,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         routing: Routing = "cluster",
+        transport: Transport = "auto",
     ) -> None:
         options = build_options(
             timeout=timeout,
@@ -64,6 +69,11 @@ class AsyncClient(Generic[V]):
         self._core = Core(make_router(address, routing), codec, options)
         self._channels: dict[str, tuple[grpc.aio.Channel, dict[str, object]]] = {}
         self._closed = False
+        self._frames = use_frames(transport)
+        self._max_body = max_message_bytes
+        self._directory = Directory()
+        self._connections: dict[str, AsyncConnection] = {}
+        self._connecting: dict[str, asyncio.Lock] = {}
 
     async def put(
         self,
@@ -138,6 +148,9 @@ class AsyncClient(Generic[V]):
         """Close every connection; the client cannot be used afterwards."""
         self._closed = True
         channels, self._channels = self._channels, {}
+        connections, self._connections = self._connections, {}
+        for connection in connections.values():
+            connection.close()
         for channel, _ in channels.values():
             await channel.close(grace=None)
 
@@ -168,7 +181,7 @@ class AsyncClient(Generic[V]):
                     reply = await self._parallel(effect.calls)
                 else:
                     try:
-                        reply = await self._method(effect)(effect.request, timeout=effect.timeout)
+                        reply = await self._invoke(effect)
                     except grpc.RpcError as exc:
                         failure = exc
         finally:
@@ -177,15 +190,15 @@ class AsyncClient(Generic[V]):
     async def _parallel(self, calls: Sequence[Call]) -> list[Any]:
         """Every call at once; each one's response or RpcError, in order."""
 
-        async def outcome(method: Any, call: Call) -> Any:
+        async def outcome(call: Call) -> Any:
             try:
-                return await method(call.request, timeout=call.timeout)
+                return await self._invoke(call)
             except grpc.RpcError as exc:
                 return exc
 
-        # Look every stub up first, so that a closed client fails before any call starts.
-        started = [(self._method(call), call) for call in calls]
-        tasks = [asyncio.ensure_future(outcome(method, call)) for method, call in started]
+        if self._closed:
+            raise RuntimeError("this memcluster client is closed")
+        tasks = [asyncio.ensure_future(outcome(call)) for call in calls]
         try:
             return await asyncio.gather(*tasks)
         except BaseException:
@@ -193,6 +206,56 @@ class AsyncClient(Generic[V]):
             for task in tasks:
                 task.cancel()
             raise
+
+    async def _invoke(self, call: Call) -> Any:
+        """One call, on the node's frame transport when it has one, else on gRPC."""
+        if self._frames and call.service == "Node" and carried(call.method):
+            connection = self._connections.get(call.address)
+            if connection is None or not connection.alive:
+                connection = await self._connect(call.address, call.timeout)
+            if connection is not None:
+                return await connection.call(call.method, call.request, call.timeout)
+        return await self._method(call)(call.request, timeout=call.timeout)
+
+    async def _connect(self, address: str, seconds: float) -> AsyncConnection | None:
+        """The frame connection to the node at ``address``, opened once; None: use gRPC."""
+        lock = self._connecting.setdefault(address, asyncio.Lock())
+        async with lock:
+            connection = self._connections.get(address)
+            if connection is not None and connection.alive:
+                return connection
+            tried: str | None = None
+            for _ in range(2):
+                known, frames = self._directory.lookup(address)
+                if not known:
+                    frames = await self._transports(address, seconds)
+                if frames is None or frames == tried:
+                    break
+                connection = AsyncConnection(frames, self._max_body)
+                try:
+                    await connection.open(seconds)
+                except (OSError, TimeoutError):
+                    # The node may have restarted on another frame port: ask it again.
+                    self._directory.forget(address)
+                    tried = frames
+                    continue
+                if self._closed:
+                    connection.close()
+                    raise RuntimeError("this memcluster client is closed")
+                self._connections[address] = connection
+                return connection
+            self._directory.set(address, None)
+            return None
+
+    async def _transports(self, address: str, seconds: float) -> str | None:
+        stub: Any = self._stubs(address)["Node"]
+        try:
+            response = await stub.Transports(node_pb2.TransportsRequest(), timeout=seconds)
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.UNIMPLEMENTED:
+                raise
+            response = None
+        return self._directory.learn(address, response)
 
     def _method(self, call: Call) -> Any:
         return getattr(self._stubs(call.address)[call.service], call.method)

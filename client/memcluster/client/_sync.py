@@ -6,20 +6,23 @@ import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Generic, Self, TypeVar, cast
+from typing import Any, Generic, Literal, Self, TypeAlias, TypeVar, cast
 
 import grpc
 
-from memcluster.wire import node_pb2_grpc, topology_pb2_grpc
+from memcluster.common.errors import InvalidRequest
+from memcluster.wire import node_pb2, node_pb2_grpc, topology_pb2_grpc
 
 from ._core import Call, Core, Op, Parallel, Sleep
+from ._frames import ConnectFailed, Directory, SyncExchange, SyncFrames, carried
 from ._options import DEFAULT_MAX_MESSAGE_BYTES, build_options
-from ._pipeline import PIPELINED, PipelineStream, Watchdog
 from ._routing import Routing, make_router
 from .codecs import BYTES, Codec
 from .types import Consistency, Entry, K, Key, Topology, V
 
 T = TypeVar("T")
+#: ``auto``: data calls on a node's frame transport where it offers one; ``grpc``: gRPC only.
+Transport: TypeAlias = Literal["auto", "grpc"]
 
 
 class Client(Generic[V]):
@@ -33,8 +36,9 @@ class Client(Generic[V]):
     ``write_consistency``. Values go through ``codec`` (bytes by default).
     ``timeout`` bounds each attempt, in seconds; retriable failures are retried up
     to ``max_retries`` times with jittered exponential backoff from ``backoff`` up
-    to ``max_backoff`` seconds. Single-key calls travel on one long-lived stream per
-    node (``pipeline=True``), which roughly doubles their rate over unary calls.
+    to ``max_backoff`` seconds. Data calls travel on the nodes' frame transport
+    (``transport="auto"``; memcluster.common.frames), several times faster than unary
+    gRPC calls, wherever a node offers it; ``transport="grpc"`` uses gRPC alone.
     Failures raise ``memcluster.common.errors`` classes;
     arguments the client can judge wrong raise InvalidRequest before any I/O.
     """
@@ -53,7 +57,7 @@ class Client(Generic[V]):
         max_backoff: float = 1.0,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         routing: Routing = "cluster",
-        pipeline: bool = True,
+        transport: Transport = "auto",
     ) -> None:
         options = build_options(
             timeout=timeout,
@@ -68,9 +72,8 @@ class Client(Generic[V]):
         self._channels: dict[str, tuple[grpc.Channel, dict[str, object]]] = {}
         self._lock = threading.Lock()
         self._closed = False
-        self._pipelines: dict[str, PipelineStream] | None = {} if pipeline else None
-        self._watchdog: Watchdog | None = None
-        self._unpipelined: set[str] = set()
+        self._frames = SyncFrames(max_message_bytes) if use_frames(transport) else None
+        self._directory = Directory()
 
     def put(
         self,
@@ -146,12 +149,8 @@ class Client(Generic[V]):
         with self._lock:
             self._closed = True
             channels, self._channels = self._channels, {}
-            watchdog, self._watchdog = self._watchdog, None
-            pipelines = list((self._pipelines or {}).values())
-        if watchdog is not None:
-            watchdog.close()
-        for pipeline in pipelines:
-            pipeline.close()
+        if self._frames is not None:
+            self._frames.close()
         for channel, _ in channels.values():
             channel.close()
 
@@ -189,48 +188,78 @@ class Client(Generic[V]):
             op.close()
 
     def _parallel(self, calls: Sequence[Call]) -> list[Any]:
-        """Start every call as a grpc future, then collect each response or RpcError."""
-        started = [(self._method(call), call) for call in calls]
-        futures = [method.future(call.request, timeout=call.timeout) for method, call in started]
-        outcomes: list[Any] = []
+        """Send every call (frames first, then gRPC futures); collect each answer or error."""
+        pending: list[Any] = []
         try:
-            for future in futures:
+            for call in calls:
                 try:
-                    outcomes.append(future.result())
+                    pending.append(self._start(call))
+                except grpc.RpcError as exc:
+                    pending.append(_Failed(exc))
+            outcomes: list[Any] = []
+            for started in pending:
+                try:
+                    outcomes.append(started.result())
                 except grpc.RpcError as exc:
                     outcomes.append(exc)
         except BaseException:
-            for future in futures:
-                future.cancel()
+            for started in pending:
+                started.abandon()
             raise
         return outcomes
 
     def _call(self, call: Call) -> Any:
-        if (
-            self._pipelines is not None
-            and call.service == "Node"
-            and call.method in PIPELINED
-            and call.address not in self._unpipelined
-        ):
-            try:
-                return self._pipeline(call.address).call(call.method, call.request, call.timeout)
-            except grpc.RpcError as exc:
-                if exc.code() != grpc.StatusCode.UNIMPLEMENTED:
-                    raise
-                # A node without Node.Pipeline: plain calls from now on.
-                self._unpipelined.add(call.address)
-        return self._method(call)(call.request, timeout=call.timeout)
+        exchange = self._exchange(call)
+        if exchange is None:
+            return self._method(call)(call.request, timeout=call.timeout)
+        try:
+            return exchange.result()
+        except BaseException:
+            exchange.abandon()
+            raise
 
-    def _pipeline(self, address: str) -> PipelineStream:
-        assert self._pipelines is not None
-        stream = self._pipelines.get(address)
-        if stream is None:
-            stub = self._stubs(address)["Node"]
-            with self._lock:
-                stream = self._pipelines.setdefault(address, PipelineStream(stub, address))
-                if self._watchdog is None:
-                    self._watchdog = Watchdog(self._pipelines)
-        return stream
+    def _start(self, call: Call) -> Any:
+        exchange = self._exchange(call)
+        if exchange is not None:
+            return exchange
+        return _Future(self._method(call).future(call.request, timeout=call.timeout))
+
+    def _exchange(self, call: Call) -> SyncExchange | None:
+        """The call sent on the node's frame transport, or None to use gRPC."""
+        if self._frames is None or call.service != "Node" or not carried(call.method):
+            return None
+        frames = self._frames_address(call.address, call.timeout)
+        if frames is None:
+            return None
+        try:
+            return SyncExchange(self._frames, frames, call.method, call.request, call.timeout)
+        except ConnectFailed:
+            # The node may have restarted on another frame port: ask it again, and
+            # use gRPC for a while if the port it names does not answer either.
+            self._directory.forget(call.address)
+            again = self._frames_address(call.address, call.timeout)
+            if again is not None and again != frames:
+                try:
+                    return SyncExchange(
+                        self._frames, again, call.method, call.request, call.timeout
+                    )
+                except ConnectFailed:
+                    pass
+            self._directory.set(call.address, None)
+            return None
+
+    def _frames_address(self, address: str, timeout: float) -> str | None:
+        known, frames = self._directory.lookup(address)
+        if known:
+            return frames
+        stub: Any = self._stubs(address)["Node"]
+        try:
+            response = stub.Transports(node_pb2.TransportsRequest(), timeout=timeout)
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.UNIMPLEMENTED:
+                raise
+            response = None
+        return self._directory.learn(address, response)
 
     def _method(self, call: Call) -> Any:
         return getattr(self._stubs(call.address)[call.service], call.method)
@@ -248,3 +277,36 @@ class Client(Generic[V]):
                 }
                 self._channels[address] = (channel, stubs)
             return self._channels[address][1]
+
+
+def use_frames(transport: Transport) -> bool:
+    """Whether a client with this ``transport`` setting tries the frame transport."""
+    if transport not in ("auto", "grpc"):
+        raise InvalidRequest(f"transport must be 'auto' or 'grpc', not {transport!r}")
+    return transport == "auto"
+
+
+class _Future:
+    """A gRPC future with the interface of a SyncExchange."""
+
+    def __init__(self, future: Any) -> None:
+        self._future = future
+
+    def result(self) -> Any:
+        return self._future.result()
+
+    def abandon(self) -> None:
+        self._future.cancel()
+
+
+class _Failed:
+    """A call that failed before it was sent."""
+
+    def __init__(self, error: grpc.RpcError) -> None:
+        self._error = error
+
+    def result(self) -> Any:
+        raise self._error
+
+    def abandon(self) -> None:
+        pass

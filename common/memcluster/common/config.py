@@ -340,18 +340,36 @@ class ServerConfig(_Section):
     """The node's addresses and shutdown.
 
     ``id`` empty: the node derives one from its hostname and port. ``advertise`` empty: peers
-    and clients are given the listen address. ``metrics_listen`` empty: no Prometheus
-    endpoint. ``grace_period``: how long SIGTERM waits for in-flight work to drain.
+    and clients are given the listen address. ``frames_listen``: where the frame transport
+    (memcluster.common.frames; the data requests without gRPC's per-call cost) listens:
+    ``auto`` is the host of ``listen`` on a free port, ``off`` serves none (clients then
+    use gRPC), else host:port; clients are told the advertised host with the bound port.
+    ``metrics_listen`` empty: no Prometheus endpoint. ``grace_period``: how long SIGTERM
+    waits for in-flight work to drain.
     """
 
     id: str = ""
     listen: str = "127.0.0.1:7400"
     advertise: str = ""
+    frames_listen: str = "auto"
     metrics_listen: str = "127.0.0.1:0"
     grace_period: _Duration = 30.0
 
+    def frames_bind(self) -> tuple[str, int] | None:
+        """(host, port) for the frame transport, or None when it is off."""
+        if self.frames_listen == "off":
+            return None
+        if self.frames_listen == "auto":
+            return self.listen.rpartition(":")[0].strip("[]"), 0
+        host, _, port = self.frames_listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
     def _check(self) -> list[tuple[str, str]]:
         problems = []
+        if self.frames_listen not in ("auto", "off") and (
+            problem := _address_problem(self.frames_listen, 0)
+        ):
+            problems.append(("frames_listen", f"{problem} (or 'auto', 'off')"))
         for name, min_port in (("listen", 0), ("advertise", 1), ("metrics_listen", 0)):
             value = getattr(self, name)
             if (value or name == "listen") and (problem := _address_problem(value, min_port)):

@@ -153,7 +153,7 @@ rounded up to whole Gi. */}}
 {{/* node.yaml: the node's settings, in DESIGN.md's shape. server.id, server.advertise and
 cluster.etcd come from the environment (MEMCLUSTER_SERVER__ID, ...), per pod. */}}
 {{- define "memcluster.node.config" -}}
-{{- $server := dict "listen" (printf "0.0.0.0:%d" (int .Values.nodes.port)) "grace_period" .Values.nodes.gracePeriod }}
+{{- $server := dict "listen" (printf "0.0.0.0:%d" (int .Values.nodes.port)) "frames_listen" (printf "0.0.0.0:%d" (int .Values.nodes.framesPort)) "grace_period" .Values.nodes.gracePeriod }}
 {{- $_ := set $server "metrics_listen" (ternary (printf "0.0.0.0:%d" (int .Values.metrics.port)) "" .Values.metrics.enabled) }}
 {{- $cluster := merge (dict "name" .Values.clusterName) (deepCopy .Values.nodes.cluster) }}
 {{- toYaml (dict "server" $server "limits" .Values.limits "memory" .Values.memory "cluster" $cluster) }}

@@ -28,6 +28,7 @@ MONOTONIC = {
     "replication_failures",
     "read_repairs",
     "fallback_fetches",
+    "frames_requests",
 }
 
 

@@ -12,6 +12,7 @@ from memcluster.common.config import NodeConfig
 from memcluster.common.errors import InvalidRequest
 from memcluster.common.topology import Topology
 from memcluster.common.versions import node_tag
+from memcluster.node.frames import FramesServer
 from memcluster.node.load import LoadMeter
 from memcluster.node.loops import PeriodicTask
 from memcluster.node.metrics import GcMonitor
@@ -34,6 +35,9 @@ class NodeRuntime:
         self.config = config
         self.node_id = node_id
         self.address = address
+        #: Where the frame transport listens (host:port), once bound; empty: not served.
+        self.frames_address = ""
+        self.frames: FramesServer | None = None
         self.store = TieredStore(
             config.memory, config.limits, origin=node_tag(node_id), clock=clock or SystemClock()
         )
@@ -151,4 +155,6 @@ class NodeRuntime:
             "migration_items_sent": float(self.migrator.progress.items_sent),
             "migration_bytes_sent": float(self.migrator.progress.bytes_sent),
             "migration_items_scanned": float(self.migrator.progress.items_scanned),
+            "frames_requests": float(self.frames.requests if self.frames else 0),
+            "frames_connections": float(len(self.frames.connections) if self.frames else 0),
         }

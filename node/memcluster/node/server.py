@@ -21,6 +21,7 @@ import grpc
 
 from memcluster.common.config import NodeConfig
 from memcluster.common.rpc import add_health_and_reflection, advertised_address, set_serving
+from memcluster.node.frames import FramesServer
 from memcluster.node.metrics import serve_metrics
 from memcluster.node.runtime import NodeRuntime
 from memcluster.node.service import NodeService, PeerService, TopologyService
@@ -55,6 +56,27 @@ def _write_atomically(path: str, text: str) -> None:
     tmp.replace(path)
 
 
+async def _start_frames(
+    config: NodeConfig, node: NodeRuntime, service: NodeService
+) -> FramesServer | None:
+    """The frame transport's server, listening, or None when it is off."""
+    bind = config.server.frames_bind()
+    if bind is None:
+        return None
+    frames = FramesServer(
+        service.frame_handlers(),
+        lambda: node.epoch,
+        max_body=max(MAX_MESSAGE_BYTES, config.limits.max_value_bytes + 1024 * 1024),
+    )
+    try:
+        port = await frames.start(*bind)
+    except OSError as exc:
+        raise OSError(f"server.frames_listen: cannot bind {bind[0]}:{bind[1]}: {exc}") from exc
+    node.frames_address = f"{node.address.rpartition(':')[0]}:{port}"
+    node.frames = frames
+    return frames
+
+
 async def run(config: NodeConfig, ready_file: str | None = None) -> int:
     """Serve until SIGTERM/SIGINT; returns the process exit code."""
     server = grpc.aio.server(
@@ -74,7 +96,8 @@ async def run(config: NodeConfig, ready_file: str | None = None) -> int:
     node_id = config.server.id or f"{socket.gethostname()}:{port}"
     node = NodeRuntime(config, node_id, address)
 
-    node_pb2_grpc.add_NodeServicer_to_server(NodeService(node), server)
+    node_service = NodeService(node)
+    node_pb2_grpc.add_NodeServicer_to_server(node_service, server)
     peer_pb2_grpc.add_PeerServicer_to_server(PeerService(node), server)
     topology_pb2_grpc.add_TopologyServiceServicer_to_server(TopologyService(node), server)
     health_servicer = add_health_and_reflection(server, SERVICE_NAMES)
@@ -97,6 +120,7 @@ async def run(config: NodeConfig, ready_file: str | None = None) -> int:
 
         agent = ClusterAgent(node, config.cluster, on_leave=stop.set)
 
+    frames = await _start_frames(config, node, node_service)
     await server.start()
     node.start()
     if agent is not None:
@@ -106,6 +130,7 @@ async def run(config: NodeConfig, ready_file: str | None = None) -> int:
         "event": "ready",
         "node_id": node_id,
         "address": address,
+        "frames": node.frames_address,
         "metrics": metrics_address,
         "cold_path": config.memory.tiers.cold.path if config.memory.tiers.cold.enabled else "",
         "cluster": config.cluster.name if config.cluster.etcd else "",
@@ -119,6 +144,10 @@ async def run(config: NodeConfig, ready_file: str | None = None) -> int:
     await stop.wait()
     log.info("shutting down: no new requests, %.0fs for in-flight ones", config.server.grace_period)
     await health_servicer.enter_graceful_shutdown()
+    if frames is not None:
+        # New frame requests are refused as Unavailable (clients go to a replica);
+        # those in flight get the grace period, as gRPC calls do.
+        await frames.close(config.server.grace_period)
     await server.stop(config.server.grace_period)
     if agent is not None:
         await agent.close()

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
-from memcluster.common.errors import (
-    InvalidRequest,
-    MemclusterError,
-)
-from memcluster.common.rpc import as_error, maps_errors
+from google.protobuf.message import Message
+
+from memcluster.common.errors import InvalidRequest
+from memcluster.common.frames import METHODS as FRAME_METHODS
+from memcluster.common.frames import VERSION as FRAMES_VERSION
+from memcluster.common.rpc import maps_errors
 from memcluster.node.replication import item_from_wire, item_to_wire
 from memcluster.node.store import TieredStore
 from memcluster.node.tiers.base import Item
@@ -155,36 +157,23 @@ class NodeService(_OfNode, node_pb2_grpc.NodeServicer):
             epoch=self.node.epoch,
         )
 
-    async def Pipeline(
-        self, request_iterator: AsyncIterator[node_pb2.PipelineRequest], context: Any
-    ) -> AsyncIterator[node_pb2.PipelineResponse]:
-        """Serve single-key requests from one stream, in order, each answered or failed."""
-        handlers = {
-            "get": NodeService.Get.__wrapped__,  # type: ignore[attr-defined]
-            "put": NodeService.Put.__wrapped__,  # type: ignore[attr-defined]
-            "delete": NodeService.Delete.__wrapped__,  # type: ignore[attr-defined]
-            "touch": NodeService.Touch.__wrapped__,  # type: ignore[attr-defined]
-        }
-        async for request in request_iterator:
-            op = request.WhichOneof("op")
-            if op is None:
-                error: MemclusterError = InvalidRequest("pipelined request without an operation")
-            else:
-                try:
-                    result = await handlers[op](self, getattr(request, op), context)
-                    yield node_pb2.PipelineResponse(id=request.id, **{op: result})
-                    continue
-                except Exception as exc:
-                    error = as_error(exc, f"pipelined {op}", self.node.epoch)
-            yield node_pb2.PipelineResponse(
-                id=request.id,
-                error=node_pb2.PipelineError(
-                    code=error.code.value[0],
-                    message=error.message,
-                    kind=error.kind,
-                    epoch=error.epoch or self.node.epoch,
-                ),
-            )
+    @maps_errors
+    async def Transports(
+        self, request: node_pb2.TransportsRequest, context: Any
+    ) -> node_pb2.TransportsResponse:
+        return node_pb2.TransportsResponse(
+            frames_address=self.node.frames_address,
+            frames_version=FRAMES_VERSION if self.node.frames_address else 0,
+            epoch=self.node.epoch,
+        )
+
+    def frame_handlers(self) -> dict[int, Callable[[Message], Coroutine[Any, Any, Message]]]:
+        """The data methods by frame kind, for the frame transport (errors raised as is)."""
+        handlers: dict[int, Callable[[Message], Coroutine[Any, Any, Message]]] = {}
+        for method in FRAME_METHODS:
+            unwrapped = getattr(NodeService, method.name).__wrapped__
+            handlers[method.kind] = functools.partial(unwrapped, self, context=None)
+        return handlers
 
     @maps_errors
     async def Stats(self, request: node_pb2.StatsRequest, context: Any) -> node_pb2.StatsResponse:

@@ -20,46 +20,50 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
-class PipelineRequest(_message.Message):
+class TransportsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
-    ID_FIELD_NUMBER: _builtins.int
-    GET_FIELD_NUMBER: _builtins.int
-    PUT_FIELD_NUMBER: _builtins.int
-    DELETE_FIELD_NUMBER: _builtins.int
-    TOUCH_FIELD_NUMBER: _builtins.int
-    id: _builtins.int
-    """Echoed in the response."""
-    @_builtins.property
-    def get(self) -> Global___GetRequest: ...
-    @_builtins.property
-    def put(self) -> Global___PutRequest: ...
-    @_builtins.property
-    def delete(self) -> Global___DeleteRequest: ...
-    @_builtins.property
-    def touch(self) -> Global___TouchRequest: ...
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TransportsRequest: _TypeAlias = TransportsRequest  # noqa: Y015
+
+@_typing.final
+class TransportsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FRAMES_ADDRESS_FIELD_NUMBER: _builtins.int
+    FRAMES_VERSION_FIELD_NUMBER: _builtins.int
+    EPOCH_FIELD_NUMBER: _builtins.int
+    frames_address: _builtins.str
+    """host:port of the frame transport; empty when the node offers none."""
+    frames_version: _builtins.int
+    """The frame protocol's version (memcluster.common.frames.VERSION)."""
+    epoch: _builtins.int
     def __init__(
         self,
         *,
-        id: _builtins.int = ...,
-        get: Global___GetRequest | None = ...,
-        put: Global___PutRequest | None = ...,
-        delete: Global___DeleteRequest | None = ...,
-        touch: Global___TouchRequest | None = ...,
+        frames_address: _builtins.str = ...,
+        frames_version: _builtins.int = ...,
+        epoch: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["delete", b"delete", "get", b"get", "op", b"op", "put", b"put", "touch", b"touch"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["delete", b"delete", "get", b"get", "id", b"id", "op", b"op", "put", b"put", "touch", b"touch"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["epoch", b"epoch", "frames_address", b"frames_address", "frames_version", b"frames_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_op: _TypeAlias = _typing.Literal["get", "put", "delete", "touch"]  # noqa: Y015
-    _WhichOneofArgType_op: _TypeAlias = _typing.Literal["op", b"op"]  # noqa: Y015
-    def WhichOneof(self, oneof_group: _WhichOneofArgType_op) -> _WhichOneofReturnType_op | None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___PipelineRequest: _TypeAlias = PipelineRequest  # noqa: Y015
+Global___TransportsResponse: _TypeAlias = TransportsResponse  # noqa: Y015
 
 @_typing.final
-class PipelineError(_message.Message):
-    """A failed pipelined request: what a unary call would carry as its status."""
+class FrameError(_message.Message):
+    """A failed request on the frame transport: what a unary call carries as its status."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -87,48 +91,7 @@ class PipelineError(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___PipelineError: _TypeAlias = PipelineError  # noqa: Y015
-
-@_typing.final
-class PipelineResponse(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    ID_FIELD_NUMBER: _builtins.int
-    GET_FIELD_NUMBER: _builtins.int
-    PUT_FIELD_NUMBER: _builtins.int
-    DELETE_FIELD_NUMBER: _builtins.int
-    TOUCH_FIELD_NUMBER: _builtins.int
-    ERROR_FIELD_NUMBER: _builtins.int
-    id: _builtins.int
-    @_builtins.property
-    def get(self) -> Global___GetResponse: ...
-    @_builtins.property
-    def put(self) -> Global___PutResponse: ...
-    @_builtins.property
-    def delete(self) -> Global___DeleteResponse: ...
-    @_builtins.property
-    def touch(self) -> Global___TouchResponse: ...
-    @_builtins.property
-    def error(self) -> Global___PipelineError: ...
-    def __init__(
-        self,
-        *,
-        id: _builtins.int = ...,
-        get: Global___GetResponse | None = ...,
-        put: Global___PutResponse | None = ...,
-        delete: Global___DeleteResponse | None = ...,
-        touch: Global___TouchResponse | None = ...,
-        error: Global___PipelineError | None = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["delete", b"delete", "error", b"error", "get", b"get", "put", b"put", "result", b"result", "touch", b"touch"]  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["delete", b"delete", "error", b"error", "get", b"get", "id", b"id", "put", b"put", "result", b"result", "touch", b"touch"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_result: _TypeAlias = _typing.Literal["get", "put", "delete", "touch", "error"]  # noqa: Y015
-    _WhichOneofArgType_result: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
-    def WhichOneof(self, oneof_group: _WhichOneofArgType_result) -> _WhichOneofReturnType_result | None: ...
-
-Global___PipelineResponse: _TypeAlias = PipelineResponse  # noqa: Y015
+Global___FrameError: _TypeAlias = FrameError  # noqa: Y015
 
 @_typing.final
 class Entry(_message.Message):

@@ -75,10 +75,10 @@ class NodeStub:
                 request_serializer=memcluster_dot_wire_dot_node__pb2.StatsRequest.SerializeToString,
                 response_deserializer=memcluster_dot_wire_dot_node__pb2.StatsResponse.FromString,
                 _registered_method=True)
-        self.Pipeline = channel.stream_stream(
-                '/memcluster.v1.Node/Pipeline',
-                request_serializer=memcluster_dot_wire_dot_node__pb2.PipelineRequest.SerializeToString,
-                response_deserializer=memcluster_dot_wire_dot_node__pb2.PipelineResponse.FromString,
+        self.Transports = channel.unary_unary(
+                '/memcluster.v1.Node/Transports',
+                request_serializer=memcluster_dot_wire_dot_node__pb2.TransportsRequest.SerializeToString,
+                response_deserializer=memcluster_dot_wire_dot_node__pb2.TransportsResponse.FromString,
                 _registered_method=True)
 
 
@@ -136,9 +136,10 @@ class NodeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def Pipeline(self, request_iterator, context):
-        """Single-key requests over one long-lived stream, answered in order: a blocking
-        client saves gRPC's per-call cost (about half of a unary call's time in Python).
+    def Transports(self, request, context):
+        """Where this node serves the frame transport (memcluster.common.frames): the
+        requests above (Get ... Touch) over one plain TCP connection, each answered with
+        the same response message, without gRPC's per-call cost in Python.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -187,10 +188,10 @@ def add_NodeServicer_to_server(servicer, server):
                     request_deserializer=memcluster_dot_wire_dot_node__pb2.StatsRequest.FromString,
                     response_serializer=memcluster_dot_wire_dot_node__pb2.StatsResponse.SerializeToString,
             ),
-            'Pipeline': grpc.stream_stream_rpc_method_handler(
-                    servicer.Pipeline,
-                    request_deserializer=memcluster_dot_wire_dot_node__pb2.PipelineRequest.FromString,
-                    response_serializer=memcluster_dot_wire_dot_node__pb2.PipelineResponse.SerializeToString,
+            'Transports': grpc.unary_unary_rpc_method_handler(
+                    servicer.Transports,
+                    request_deserializer=memcluster_dot_wire_dot_node__pb2.TransportsRequest.FromString,
+                    response_serializer=memcluster_dot_wire_dot_node__pb2.TransportsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -421,7 +422,7 @@ class Node:
             _registered_method=True)
 
     @staticmethod
-    def Pipeline(request_iterator,
+    def Transports(request,
             target,
             options=(),
             channel_credentials=None,
@@ -431,12 +432,12 @@ class Node:
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.stream_stream(
-            request_iterator,
+        return grpc.experimental.unary_unary(
+            request,
             target,
-            '/memcluster.v1.Node/Pipeline',
-            memcluster_dot_wire_dot_node__pb2.PipelineRequest.SerializeToString,
-            memcluster_dot_wire_dot_node__pb2.PipelineResponse.FromString,
+            '/memcluster.v1.Node/Transports',
+            memcluster_dot_wire_dot_node__pb2.TransportsRequest.SerializeToString,
+            memcluster_dot_wire_dot_node__pb2.TransportsResponse.FromString,
             options,
             channel_credentials,
             insecure,

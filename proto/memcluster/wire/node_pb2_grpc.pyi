@@ -44,9 +44,10 @@ class NodeStub:
     sending the value again.
     """
     Stats: _grpc.UnaryUnaryMultiCallable[_node_pb2.StatsRequest, _node_pb2.StatsResponse]
-    Pipeline: _grpc.StreamStreamMultiCallable[_node_pb2.PipelineRequest, _node_pb2.PipelineResponse]
-    """Single-key requests over one long-lived stream, answered in order: a blocking
-    client saves gRPC's per-call cost (about half of a unary call's time in Python).
+    Transports: _grpc.UnaryUnaryMultiCallable[_node_pb2.TransportsRequest, _node_pb2.TransportsResponse]
+    """Where this node serves the frame transport (memcluster.common.frames): the
+    requests above (Get ... Touch) over one plain TCP connection, each answered with
+    the same response message, without gRPC's per-call cost in Python.
     """
 
 @_typing.type_check_only
@@ -65,9 +66,10 @@ class NodeAsyncStub(NodeStub):
     sending the value again.
     """
     Stats: _aio.UnaryUnaryMultiCallable[_node_pb2.StatsRequest, _node_pb2.StatsResponse]  # type: ignore[assignment]
-    Pipeline: _aio.StreamStreamMultiCallable[_node_pb2.PipelineRequest, _node_pb2.PipelineResponse]  # type: ignore[assignment]
-    """Single-key requests over one long-lived stream, answered in order: a blocking
-    client saves gRPC's per-call cost (about half of a unary call's time in Python).
+    Transports: _aio.UnaryUnaryMultiCallable[_node_pb2.TransportsRequest, _node_pb2.TransportsResponse]  # type: ignore[assignment]
+    """Where this node serves the frame transport (memcluster.common.frames): the
+    requests above (Get ... Touch) over one plain TCP connection, each answered with
+    the same response message, without gRPC's per-call cost in Python.
     """
 
 class NodeServicer(metaclass=_abc_1.ABCMeta):
@@ -133,13 +135,14 @@ class NodeServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_node_pb2.StatsResponse, _abc.Awaitable[_node_pb2.StatsResponse]]: ...
 
     @_abc_1.abstractmethod
-    def Pipeline(
+    def Transports(
         self,
-        request_iterator: _MaybeAsyncIterator[_node_pb2.PipelineRequest],
+        request: _node_pb2.TransportsRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_node_pb2.PipelineResponse], _abc.AsyncIterator[_node_pb2.PipelineResponse]]:
-        """Single-key requests over one long-lived stream, answered in order: a blocking
-        client saves gRPC's per-call cost (about half of a unary call's time in Python).
+    ) -> _typing.Union[_node_pb2.TransportsResponse, _abc.Awaitable[_node_pb2.TransportsResponse]]:
+        """Where this node serves the frame transport (memcluster.common.frames): the
+        requests above (Get ... Touch) over one plain TCP connection, each answered with
+        the same response message, without gRPC's per-call cost in Python.
         """
 
 def add_NodeServicer_to_server(servicer: NodeServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

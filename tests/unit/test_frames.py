@@ -1,0 +1,77 @@
+"""The frame transport's framing and error shapes (memcluster.common.frames)."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from memcluster.client._frames import FrameRpcError, decode_answer
+from memcluster.common.errors import InvalidRequest, NotOwner, from_rpc_error
+from memcluster.common.frames import BY_KIND, BY_NAME, ERROR, OK, FrameError, FrameReader, frame
+from memcluster.wire import node_pb2
+
+frames_st = st.lists(
+    st.tuples(
+        st.integers(0, (1 << 32) - 1), st.integers(0, 255), st.binary(max_size=300)
+    ),
+    max_size=20,
+)
+
+
+@given(frames_st, st.lists(st.integers(1, 64), min_size=1, max_size=50))
+def test_reader_rebuilds_frames_from_any_chunking(
+    frames: list[tuple[int, int, bytes]], cuts: list[int]
+) -> None:
+    stream = b"".join(frame(i, k, b) for i, k, b in frames)
+    reader = FrameReader(max_body=1000)
+    got: list[tuple[int, int, bytes]] = []
+    offset, turn = 0, 0
+    while offset < len(stream):
+        size = cuts[turn % len(cuts)]
+        got.extend(reader.feed(stream[offset : offset + size]))
+        offset, turn = offset + size, turn + 1
+    assert got == frames
+    assert reader.pending() == 0
+
+
+def test_reader_refuses_a_body_over_its_limit_before_buffering_it() -> None:
+    reader = FrameReader(max_body=10)
+    with pytest.raises(FrameError, match="over the 10-byte limit"):
+        reader.feed(frame(7, 1, b"x" * 11)[:12])
+
+
+def test_every_method_has_one_kind_and_its_own_messages() -> None:
+    assert len(BY_KIND) == len(BY_NAME)
+    assert 0 not in BY_KIND  # kinds start at 1, so that a zeroed header is no request
+    for method in BY_NAME.values():
+        assert method.request.DESCRIPTOR.name == f"{method.name}Request"
+        assert method.response.DESCRIPTOR.name == f"{method.name}Response"
+
+
+def test_an_error_answer_maps_to_the_same_class_as_a_unary_call() -> None:
+    body = node_pb2.FrameError(
+        code=grpc.StatusCode.FAILED_PRECONDITION.value[0],
+        message="node n2 does not own key b'k'",
+        kind="not-owner",
+        epoch=9,
+    ).SerializeToString()
+    with pytest.raises(FrameRpcError) as raised:
+        decode_answer("Get", ERROR, body)
+    error = from_rpc_error(raised.value)
+    assert isinstance(error, NotOwner) and error.epoch == 9 and "n2" in error.message
+
+
+def test_an_ok_answer_decodes_as_the_methods_response() -> None:
+    body = node_pb2.PutResponse(version=42, epoch=3).SerializeToString()
+    response = decode_answer("Put", OK, body)
+    assert isinstance(response, node_pb2.PutResponse) and response.version == 42
+
+
+def test_an_undecodable_answer_is_an_internal_error() -> None:
+    with pytest.raises(FrameRpcError) as raised:
+        decode_answer("Get", OK, b"\xff\xff\xff")
+    assert raised.value.code() == grpc.StatusCode.INTERNAL
+    error = from_rpc_error(raised.value)
+    assert not isinstance(error, InvalidRequest) and "undecodable Get answer" in error.message
