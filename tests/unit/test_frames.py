@@ -13,9 +13,7 @@ from memcluster.common.frames import BY_KIND, BY_NAME, ERROR, OK, FrameError, Fr
 from memcluster.wire import node_pb2
 
 frames_st = st.lists(
-    st.tuples(
-        st.integers(0, (1 << 32) - 1), st.integers(0, 255), st.binary(max_size=300)
-    ),
+    st.tuples(st.integers(0, (1 << 32) - 1), st.integers(0, 255), st.binary(max_size=300)),
     max_size=20,
 )
 
