@@ -148,10 +148,8 @@ class Replicator:
     async def get_many(self, keys: Sequence[bytes], consistency: int) -> list[Found]:
         """Each key's live item and serving tier (None when absent)."""
         owners = self.view.check_owner(list(keys))
-        for index, key in enumerate(keys):
-            self.store.validate_key(key, where=f"keys[{index}]")
         if consistency == CONSISTENCY_ONE:
-            found = [self.store.get(key) for key in keys]
+            found = self.store.get_many(keys)
             missing = [
                 i for i, f in enumerate(found) if f is None and self.view.previous_owners(keys[i])
             ]
@@ -160,6 +158,8 @@ class Replicator:
                 for i in missing:
                     found[i] = self.store.get(keys[i])
             return found
+        for index, key in enumerate(keys):
+            self.store.validate_key(key, where=f"keys[{index}]")
         return await self._quorum_read(list(keys), owners, consistency)
 
     async def _fetch_from_previous(self, keys: list[bytes]) -> None:

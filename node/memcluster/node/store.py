@@ -107,7 +107,18 @@ class TieredStore:
     def get(self, key: bytes) -> tuple[Item, str] | None:
         """The live item for ``key`` and the tier that served it, promoting it on a hit."""
         self.validate_key(key)
+        return self._get(key, self._clock.now())
+
+    def get_many(self, keys: Sequence[bytes]) -> list[tuple[Item, str] | None]:
+        """``get`` of each key, all validated first, at one reading of the clock."""
+        validate = self.validate_key
+        for index, key in enumerate(keys):
+            validate(key, where=f"keys[{index}]")
         now = self._clock.now()
+        get = self._get
+        return [get(key, now) for key in keys]
+
+    def _get(self, key: bytes, now: float) -> tuple[Item, str] | None:
         for depth, tier in enumerate(self.tiers):
             item = tier.get(key, now)
             counters = self.counters[tier.name]
@@ -155,11 +166,19 @@ class TieredStore:
             self.validate_put(key, value, ttl, priority, where=f"items[{index}]")
         now = self._clock.now()
         self._evict_from_lower_tiers([p[0] for p in puts])
+        top, version, origin, expiry = self.tiers[0], self.hlc.now, self.origin, self._expiry
         written = []
+        churn = 0
         for key, value, ttl, priority in puts:
-            item = Item(value, self.hlc.now(), self.origin, self._expiry(ttl, now), priority)
-            self._land(key, item, now)
+            item = Item(value, version(), origin, expiry(ttl, now), priority)
+            top.put(key, item, now)
+            churn += len(key) + len(value)
             written.append(item)
+        self.churn_bytes += churn
+        # One eviction pass for the batch: the top tier overshoots by one batch at most.
+        victims = top.evict_overflow(now)
+        if victims:
+            self._hand_down(0, victims, now)
         return written
 
     def discard(self, key: bytes) -> bool:

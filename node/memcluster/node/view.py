@@ -61,10 +61,12 @@ class ClusterView:
 
     def check_owner(self, keys: list[bytes]) -> list[tuple[str, ...]]:
         """Owners of each key; NotOwner unless this node holds a replica of every one."""
-        placement = self.placement
-        owners = [placement.replicas(k) for k in keys]
+        owners_of = self.placement.owners
+        count = self.placement.partitions
+        owners = [owners_of(partition_of(k, count)) for k in keys]
+        me = self.node_id
         for key, replicas in zip(keys, owners, strict=True):
-            if self.node_id not in replicas:
+            if me not in replicas:
                 raise NotOwner(
                     f"node {self.node_id} does not own key {key[:64]!r} in epoch {self.epoch}"
                     f" (owners: {', '.join(replicas) or 'none'}); refresh the topology",
