@@ -68,13 +68,15 @@ def test_warm_tier_compresses_and_trains_a_dictionary() -> None:
         tier.put(f"k{i}".encode(), Item(doc.encode(), i + 1), NOW)
     assert tier.codec.dictionaries, "enough small values train a dictionary"
     raw = sum(len(d) for d in docs)
-    stored = sum(len(tier._data[f"k{i}".encode()]) - 26 for i in range(2000, 3000))
+    arena = tier._arena
+    stored = sum(arena.meta(arena.find(f"k{i}".encode()))[7] for i in range(2000, 3000))
     assert stored < 0.6 * sum(len(d) for d in docs[2000:])
     assert all(tier.get(f"k{i}".encode(), NOW).value == d.encode() for i, d in enumerate(docs))  # type: ignore[union-attr]
     assert raw > 0
 
 
-def test_expiry_index_survives_churn_and_rebuilds() -> None:
+def test_expiry_survives_churn_of_expiry_times() -> None:
+    """Re-timed items are expired by their latest expiry, not an earlier one."""
     tier = HotTier(10**9)
     now_ms = int(NOW * 1000)
     for round_ in range(5):
@@ -84,7 +86,40 @@ def test_expiry_index_survives_churn_and_rebuilds() -> None:
                 Item(b"v", round_ * 1000 + i + 1, expires_ms=now_ms + 10_000 * (round_ + 1)),
                 NOW,
             )
-    assert tier._expiry_entries <= 2 * len(tier) + 1024
     assert tier.pop_expired(NOW + 45, 10**6) == []
     assert len(tier.pop_expired(NOW + 51, 10**6)) == 1000
-    assert len(tier) == 0
+    assert len(tier) == 0 and tier.bytes_held == 0
+
+
+def test_eviction_takes_the_lowest_priority_first() -> None:
+    """In a tier too large to rank whole, sampled eviction still honours priority."""
+    tier = HotTier(10**12, rng=random.Random(7))
+    for i in range(4000):
+        tier.put(b"k%05d" % i, Item(b"x" * 100, i + 1, priority=i % 2), NOW + i % 100)
+    tier.capacity = tier.bytes_held * 95 // 100
+    victims = tier.evict_overflow(NOW + 200)
+    assert len(victims) > 64, "a batch of several samples' worth"
+    assert tier.bytes_held <= tier.capacity
+    assert {item.priority for _, item in victims} == {0}
+    assert all(key not in tier for key, _ in victims)
+
+
+def test_sampled_lru_evicts_old_items() -> None:
+    tier = HotTier(10**12, rng=random.Random(3))
+    for i in range(5000):
+        tier.put(b"k%05d" % i, Item(b"x" * 100, i + 1), NOW + i)
+    tier.capacity = tier.bytes_held * 9 // 10
+    victims = tier.evict_overflow(NOW + 6000)
+    evicted = [int(key[1:]) for key, _ in victims]
+    # Ranking 5 samples per victim removes items from the oldest quarter or so.
+    assert sorted(evicted)[len(evicted) // 2] < 1500
+    assert max(evicted) < 3500
+
+
+def test_same_size_overwrite_leaves_no_dead_bytes() -> None:
+    tier = HotTier(10**12)
+    for round_ in range(3):
+        for i in range(2000):
+            tier.put(b"k%d" % i, Item(b"%099d" % (round_ + i), round_ * 2000 + i + 1), NOW)
+    assert tier._arena.dead_bytes == 0
+    assert tier.peek(b"k7") == Item(b"%099d" % 9, 4008)

@@ -234,8 +234,8 @@ def sleeps(monkeypatch: pytest.MonkeyPatch) -> RecordedSleeps:
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[TieredStore]:
     tiers = {
-        "hot": {"capacity": "8KB", "ttl": "1h", "eviction": "lru"},
-        "warm": {"capacity": "8KB", "ttl": "1d"},
+        "hot": {"capacity": "4KB", "ttl": "1h", "eviction": "lru"},
+        "warm": {"capacity": "4KB", "ttl": "1d"},
         "cold": {"capacity": "1MB", "path": str(tmp_path / "cold")},
     }
     config = NodeConfig.from_mapping({"memory": {"tiers": tiers}})

@@ -157,7 +157,7 @@ def test_shrinking_hot_moves_items_down(store: TieredStore) -> None:
     for i in range(20):
         store.put(f"k{i}".encode(), doc(i))
     before = len(store.tiers[0])
-    moved = store.set_hot_capacity(store.tiers[0].capacity // 4)
+    moved = store.set_hot_capacity(store.tiers[0].bytes_held // 2)
     assert moved > 0 and len(store.tiers[0]) == before - moved
     assert store.tiers[0].bytes_held <= store.tiers[0].capacity
 

@@ -1,52 +1,48 @@
 """The in-RAM tiers: hot (values as they are) and warm (values zstd-compressed).
 
-Both keep one ``bytes`` record per key (see record.py) in a plain dict. The dict's
-insertion order is the recency order: a put or a read moves the key to the end,
-so the front holds the least recently used items. Eviction looks at a window of
-the oldest items and removes the lowest priority first (LRU), or the lowest
-priority then the lowest use counter (LFU: Redis's logarithmic counter with time
-decay, kept in the record header). Survivors of higher priority get a second
-chance at the back of the order. Evictions run in batches down to a low
-watermark so that the scan of the dict's front is amortised over many puts.
+Both keep their records in an ``Arena`` (arena.py): packed into memory maps behind
+an index of 64-bit slots, because one Python object per item would cost more than
+a small value. This module holds the policy; the arena holds the bytes.
 
-Per-item expiry is indexed by whole seconds (a dict of buckets and a heap of
-bucket times), so expiring costs nothing until an item is due; stale index
-entries (keys since removed or re-timed) are skipped when their second comes.
+Eviction is sampled, as Redis does, since the arena keeps no recency order: it draws
+several times as many random records as it must remove and removes the least
+valuable of them, lowest priority first, then least recently used (LRU) or least
+used (LFU: Redis's logarithmic counter with time decay). The access time (whole
+seconds) and the counter live in each record's header and are updated in place. A
+tier with fewer items than the sample is ranked whole, so small tiers evict exactly.
+Evictions run in batches a little below capacity so that sampling is amortised.
+
+Idle demotion and expiry are the arena's bounded walks over the segments that can
+hold something due; reads do not check expiry (the store does, and removes what it
+finds expired).
 """
 
 from __future__ import annotations
 
-import heapq
-import math
 import random
-from collections.abc import Callable, Iterator
-from itertools import islice
+from collections.abc import Iterator
 
-from memcluster.node.tiers import record
+from memcluster.node.tiers.arena import TOMBSTONE, Arena, Removed
 from memcluster.node.tiers.base import Item
 from memcluster.node.tiers.codec import Codec
 
-#: Bytes of Python overhead per item beyond key and record lengths: two bytes
-#: objects' headers (2 x 33), the dict entry and its index share, allocator rounding.
-#: Measured with tracemalloc at 200k items of 12-byte keys and 126-byte records.
-ITEM_OVERHEAD = 112
-EVICTION_WINDOW = 16
-LOW_WATERMARK = 0.99  # evict down to this fraction of capacity once over it
+#: Index bytes charged per item: an 8-byte slot at about half load (the index's
+#: shards fill to 75% and then double or split).
+INDEX_SHARE = 16
+#: Bytes charged per payload kept as its own bytes object (see arena.BIG_PAYLOAD).
+BIG_OVERHEAD = 33
+EVICTION_SAMPLES = 5  # records drawn per record evicted
+EVICTION_BATCH = 64  # evict about this many items below capacity at once
+LOW_WATERMARK = 0.99  # ... but never more than down to this fraction of capacity
+WALK_BUDGET = 16  # records examined per record asked for by pop_idle / pop_expired
 LFU_INIT = 5  # new items start warm enough not to be evicted at once (as Redis)
 LFU_LOG_FACTOR = 10
 LFU_DECAY_SECONDS = 60.0  # the counter drops by one per idle minute
-ACCESS_GRANULARITY = 1  # seconds: finer access times would rewrite records on every read
-
-Encode = Callable[[bytes], bytes]
-Decode = Callable[[bytes], bytes]
-
-_HDR = record.HEADER_SIZE
-_meta = record.meta
-_pack = record.HEADER.pack
+ACCESS_GRANULARITY = 1  # seconds: finer access times would rewrite headers on every read
 
 
 class MemoryTier:
-    """A byte-bounded, insertion-ordered dict of packed records (see module docstring)."""
+    """A byte-bounded store of packed records with sampled eviction (see module docstring)."""
 
     name = "memory"
 
@@ -65,11 +61,7 @@ class MemoryTier:
         self.ttl = ttl
         self.eviction = eviction
         self._rng = rng or random.Random()
-        self._data: dict[bytes, bytes] = {}
-        self._bytes = 0
-        self._expiry: dict[int, list[bytes]] = {}
-        self._expiry_heap: list[int] = []
-        self._expiry_entries = 0
+        self._arena = Arena()
 
     # Subclasses override these two: how a value is stored and read back.
     def _encode(self, value: bytes) -> bytes:
@@ -80,60 +72,67 @@ class MemoryTier:
 
     @property
     def bytes_held(self) -> int:
-        """Keys + records + ITEM_OVERHEAD per item."""
-        return self._bytes
+        """Live records (header, key, payload) + ``INDEX_SHARE`` per item + large payloads."""
+        arena = self._arena
+        return arena.record_bytes + len(arena) * INDEX_SHARE + arena.big_count * BIG_OVERHEAD
 
     def __len__(self) -> int:
-        return len(self._data)
+        return len(self._arena)
 
     def __contains__(self, key: bytes) -> bool:
-        return key in self._data
+        return self._arena.find(key) != 0
 
     def holding(self, keys: list[bytes]) -> list[bytes]:
         """The ``keys`` held here."""
-        data = self._data
-        return [k for k in keys if k in data]
+        find = self._arena.find
+        return [k for k in keys if find(k)]
 
     def get(self, key: bytes, now: float) -> Item | None:
-        """The item, moved to the back of the recency order (its LFU counter bumped)."""
-        rec = self._data.pop(key, None)
-        if rec is None:
+        """The item, its access time refreshed (its LFU counter bumped)."""
+        arena = self._arena
+        loc = arena.find(key)
+        if not loc:
             return None
-        version, origin, expires_ms, access, priority, flags, lfu = _meta(rec)
+        meta = arena.meta(loc)
+        version, origin, expires_ms, access, priority, flags, lfu, _size, _klen = meta
         now_s = int(now)
         if self.eviction == "lfu":
             counter = self._lfu_bump(self._lfu_decay(lfu, access, now))
         else:
             counter = lfu
         if counter != lfu or now_s - access >= ACCESS_GRANULARITY:
-            rec = _pack(version, origin, expires_ms, now_s, priority, flags, counter) + rec[_HDR:]
-        self._data[key] = rec
+            arena.set_access(loc, now_s, counter)
         return Item(
-            self._decode(rec[_HDR:]),
+            self._decode(arena.payload(loc, meta)),
             version,
             origin,
             expires_ms,
             priority,
-            bool(flags & record.TOMBSTONE),
+            bool(flags & TOMBSTONE),
         )
 
     def peek(self, key: bytes) -> Item | None:
         """The item without counting an access."""
-        rec = self._data.get(key)
-        if rec is None:
+        arena = self._arena
+        loc = arena.find(key)
+        if not loc:
             return None
-        return record.unpack(rec, self._decode(rec[_HDR:]))
+        meta = arena.meta(loc)
+        return self._item(meta, arena.payload(loc, meta))
 
     def put(self, key: bytes, item: Item, now: float) -> None:
-        """Store ``item`` at the back of the recency order; the caller evicts overflow."""
-        rec = record.pack(item, self._encode(item.value), int(now), LFU_INIT)
-        old = self._data.pop(key, None)
-        if old is not None:
-            self._bytes -= len(key) + len(old) + ITEM_OVERHEAD
-        self._data[key] = rec
-        self._bytes += len(key) + len(rec) + ITEM_OVERHEAD
-        if item.expires_ms:
-            self._index_expiry(key, item.expires_ms)
+        """Store ``item``, replacing any earlier entry; the caller evicts overflow."""
+        self._arena.store(
+            key,
+            item.version,
+            item.origin,
+            item.expires_ms,
+            int(now),
+            item.priority,
+            TOMBSTONE if item.tombstone else 0,
+            LFU_INIT,
+            self._encode(item.value),
+        )
 
     def put_many(self, items: list[tuple[bytes, Item]], now: float) -> None:
         """``put`` each pair."""
@@ -142,140 +141,75 @@ class MemoryTier:
 
     def pop(self, key: bytes) -> Item | None:
         """Remove and return the item."""
-        rec = self._remove(key)
-        if rec is None:
-            return None
-        return record.unpack(rec, self._decode(rec[_HDR:]))
+        removed = self._arena.remove(key)
+        return None if removed is None else self._item(removed[1], removed[2])
 
     def evict_overflow(self, now: float) -> list[tuple[bytes, Item]]:
-        """Remove items, least valuable first, until bytes held <= LOW_WATERMARK x capacity."""
-        if self._bytes <= self.capacity:
+        """Remove the least valuable of sampled items until bytes held fit the capacity."""
+        held = self.bytes_held
+        if held <= self.capacity:
             return []
-        target = int(self.capacity * LOW_WATERMARK)
+        arena = self._arena
+        average = held // len(arena) if len(arena) else 1
+        slack = min(self.capacity * (1 - LOW_WATERMARK), EVICTION_BATCH * average)
+        target = int(self.capacity - slack)
+        lfu = self.eviction == "lfu"
         victims: list[tuple[bytes, Item]] = []
-        while self._bytes > target and self._data:
-            average = self._bytes // len(self._data) or 1
-            wanted = min(len(self._data), (self._bytes - target) // average + EVICTION_WINDOW)
-            # One pass over the dict's front per batch: see the module docstring.
-            candidates = list(islice(self._data, wanted + wanted // 4))
-            for start in range(0, len(candidates), EVICTION_WINDOW):
-                if self._bytes <= target:
+        while held > target and len(arena):
+            average = held // len(arena) or 1
+            wanted = (held - target) // average + 1
+            ranked = []
+            for loc in arena.sample(wanted * EVICTION_SAMPLES + 16, self._rng.randrange):
+                _v, _o, _e, access, priority, _f, counter, _s, _k = arena.meta(loc)
+                use = self._lfu_decay(counter, access, now) if lfu else 0
+                ranked.append((priority, use, access, loc))
+            ranked.sort()
+            for _priority, _use, _access, loc in ranked[:wanted]:
+                key = arena.key_at(loc)
+                removed = arena.remove(key, loc)
+                assert removed is not None
+                victims.append((key, self._item(removed[1], removed[2])))
+                held = self.bytes_held
+                if held <= target:
                     break
-                self._evict_window(
-                    candidates[start : start + EVICTION_WINDOW], now, target, victims
-                )
         return victims
 
     def pop_idle(self, now: float, limit: int) -> list[tuple[bytes, Item]]:
-        """Remove up to ``limit`` items from the front not accessed within ``ttl``."""
-        if self.ttl <= 0:
+        """Remove up to ``limit`` items not accessed within ``ttl``, oldest segments first."""
+        if self.ttl <= 0 or limit <= 0:
             return []
-        cutoff = now - self.ttl
-        idle: list[bytes] = []
-        for key in islice(self._data, limit):
-            if _meta(self._data[key])[3] > cutoff:
-                break
-            idle.append(key)
-        return [(key, item) for key in idle if (item := self.pop(key)) is not None]
+        cutoff = int(now - self.ttl)
+        return self._items(self._arena.pop_idle(cutoff, limit, limit * WALK_BUDGET))
 
     def pop_expired(self, now: float, limit: int) -> list[tuple[bytes, Item]]:
-        """Remove up to ``limit`` items whose own expiry has passed (examining as many)."""
-        now_ms = int(now * 1000)
-        due_second = math.floor(now)
-        removed: list[tuple[bytes, Item]] = []
-        examined = 0
-        heap = self._expiry_heap
-        while heap and heap[0] <= due_second and examined < limit:
-            bucket = self._expiry[heap[0]]
-            while bucket and examined < limit:
-                key = bucket.pop()
-                examined += 1
-                self._expiry_entries -= 1
-                rec = self._data.get(key)
-                if rec is not None and 0 < _meta(rec)[2] <= now_ms:
-                    item = self.pop(key)
-                    assert item is not None
-                    removed.append((key, item))
-            if not bucket:
-                del self._expiry[heapq.heappop(heap)]
-        return removed
+        """Remove up to ``limit`` items whose own expiry has passed."""
+        if limit <= 0:
+            return []
+        return self._items(self._arena.pop_expired(int(now * 1000), limit, limit * WALK_BUDGET))
 
     def keys(self) -> Iterator[bytes]:
         """Every key held at the call (a snapshot, taken before the first ``next``)."""
-        return iter(list(self._data))
+        return iter(self._arena.key_list())
 
     def scan(self) -> Iterator[tuple[bytes, Item]]:
         """Every item held when the scan started and still held when reached."""
-        for key in list(self._data):
+        for key in self._arena.key_list():
             item = self.peek(key)
             if item is not None:
                 yield key, item
 
     def close(self) -> None:
-        """Drop everything (RAM tiers hold nothing that outlives the process)."""
-        self._data.clear()
-        self._expiry.clear()
-        self._expiry_heap.clear()
-        self._bytes = self._expiry_entries = 0
+        """Drop everything, unmap the arena (RAM tiers hold nothing that outlives the process)."""
+        self._arena.clear()
 
-    def _remove(self, key: bytes) -> bytes | None:
-        rec = self._data.pop(key, None)
-        if rec is not None:
-            self._bytes -= len(key) + len(rec) + ITEM_OVERHEAD
-        return rec
+    def _item(self, meta: tuple[int, ...], payload: bytes) -> Item:
+        version, origin, expires_ms, _access, priority, flags = meta[:6]
+        return Item(
+            self._decode(payload), version, origin, expires_ms, priority, bool(flags & TOMBSTONE)
+        )
 
-    def _evict_window(
-        self, window: list[bytes], now: float, target: int, victims: list[tuple[bytes, Item]]
-    ) -> None:
-        scored = []
-        for position, key in enumerate(window):
-            rec = self._data.get(key)
-            if rec is None:
-                continue
-            _v, _o, _e, access, priority, _f, lfu = _meta(rec)
-            use = self._lfu_decay(lfu, access, now) if self.eviction == "lfu" else 0
-            scored.append((priority, use, position, key))
-        scored.sort()
-        evicted_priority: int | None = None
-        for priority, _use, _position, key in scored:
-            if self._bytes <= target:
-                break
-            item = self.pop(key)
-            assert item is not None
-            victims.append((key, item))
-            evicted_priority = priority
-        if evicted_priority is None:
-            return
-        # Second chance: survivors that outrank every victim move to the back.
-        for priority, _use, _position, key in scored:
-            if priority > evicted_priority and key in self._data:
-                self._data[key] = self._data.pop(key)
-
-    def _index_expiry(self, key: bytes, expires_ms: int) -> None:
-        second = -(-expires_ms // 1000)
-        bucket = self._expiry.get(second)
-        if bucket is None:
-            bucket = self._expiry[second] = []
-            heapq.heappush(self._expiry_heap, second)
-        bucket.append(key)
-        self._expiry_entries += 1
-        if self._expiry_entries > 2 * len(self._data) + 1024:
-            self._rebuild_expiry_index()
-
-    def _rebuild_expiry_index(self) -> None:
-        """Drop stale index entries (keys removed or re-timed since they were indexed)."""
-        self._expiry.clear()
-        self._expiry_heap.clear()
-        self._expiry_entries = 0
-        for key, rec in self._data.items():
-            expires_ms = _meta(rec)[2]
-            if expires_ms:
-                second = -(-expires_ms // 1000)
-                bucket = self._expiry.setdefault(second, [])
-                bucket.append(key)
-                self._expiry_entries += 1
-        self._expiry_heap = list(self._expiry)
-        heapq.heapify(self._expiry_heap)
+    def _items(self, removed: list[Removed]) -> list[tuple[bytes, Item]]:
+        return [(key, self._item(meta, payload)) for key, meta, payload in removed]
 
     def _lfu_decay(self, counter: int, access: int, now: float) -> int:
         periods = int((now - access) / LFU_DECAY_SECONDS)

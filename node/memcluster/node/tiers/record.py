@@ -1,9 +1,9 @@
-"""The packed byte layout of one item inside a tier: a 26-byte header, then the payload.
+"""The packed byte layout of one item in the cold tier: a 26-byte header, then the payload.
 
 Per-item metadata kept as separate Python objects would cost more than the item
-itself, so the in-memory tiers hold one ``bytes`` object per key: this header
-followed by the value (hot) or its compressed payload (warm). The cold tier stores
-the same layout in LMDB.
+itself, so the cold tier stores this header followed by the compressed payload as
+one LMDB value. The RAM tiers pack a header of their own, with the key and the
+sizes a log walk needs, into their arena (arena.py).
 """
 
 from __future__ import annotations

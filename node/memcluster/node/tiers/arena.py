@@ -1,0 +1,665 @@
+"""Packed record storage for the RAM tiers: a log of records in mmap segments, a hash index.
+
+One Python object per item (a key ``bytes``, a record ``bytes``, a dict entry) costs
+more than a 100-byte value itself, so nothing here is per item: records are packed
+into anonymous memory maps of ``SEGMENT`` bytes and the index is a table of 64-bit
+integers. A record is a 32-byte header (the item's metadata, access time and LFU
+counter, updated in place), the key, then the payload. Payloads over ``BIG_PAYLOAD``
+stay separate ``bytes`` objects (their copy would be as large as the object overhead
+is small) behind an 8-byte handle in the record.
+
+Why a log and not slab classes: size classes strand memory when the mix of sizes
+changes (memcached's calcification) and round every record up to its class. Here a
+record is appended at the head segment; a removed one leaves dead bytes, a segment
+whose records are all dead is unmapped at once, and when dead bytes pass
+``COMPACT_DEAD`` of the log the sparsest segment is evacuated (live records copied to
+the head) a few records per write. Dead space therefore stays bounded without any
+pause: ``bytes_held`` counts live records and the index, the maps hold at most about
+``1 / (1 - COMPACT_DEAD)`` of that plus one partly filled segment.
+
+The index is extendible hashing over small open-addressing shards (linear probing,
+backward-shift deletion). A slot holds the top ``TAG_BITS`` of the key's hash beside
+the record's location, so a shard grows (doubling, then splitting in two by one more
+hash bit) from the slots alone, without reading a key, and no resize touches more
+than one shard of at most ``2 ** MAX_SHARD_BITS`` slots: a few milliseconds at most.
+Hashes are Python's ``hash`` of the key (random per process: nothing here outlives
+the process).
+
+Segments also remember the oldest access time and the earliest expiry of the records
+written into them, so that idle demotion and expiry only walk segments that can hold
+something due (see ``pop_idle`` and ``pop_expired``).
+"""
+
+from __future__ import annotations
+
+import mmap
+import struct
+from array import array
+from collections.abc import Callable, Iterator
+
+SEGMENT_BITS = 20
+SEGMENT = 1 << SEGMENT_BITS  # bytes per memory map
+BIG_PAYLOAD = 64 * 1024  # larger payloads are kept as separate bytes objects
+COMPACT_DEAD = 0.2  # evacuate segments once this fraction of the log is dead
+COMPACT_WORK = 4  # bytes copied per byte written while compacting (keeps up at 20% dead)
+SPARE_SEGMENTS = 2  # emptied maps kept for reuse instead of unmapped
+TAG_BITS = 28
+LOC_BITS = 64 - TAG_BITS  # segment number and offset: 2 ** 16 segments (64 GiB)
+LOC_MASK = (1 << LOC_BITS) - 1
+OFFSET_MASK = SEGMENT - 1
+MIN_SHARD_BITS = 6
+MAX_SHARD_BITS = 12
+MAX_LOAD = 0.75
+_M64 = (1 << 64) - 1
+
+# version, origin, expires_ms, access (Unix s), priority, flags, lfu, stored size, key length
+HEADER = struct.Struct("<QHqIhBBIH")
+HEADER_SIZE = HEADER.size
+_ACCESS_AT = 18
+_FLAGS_AT = 24
+_LFU_AT = 25
+_KLEN_AT = 30
+_ACCESS = struct.Struct("<I")
+_KLEN = struct.Struct("<H")
+_HANDLE = struct.Struct("<Q")
+TOMBSTONE = 0x01  # the item's own flag, stored for the tier
+_BIG = 0x40
+_DEAD = 0x80
+
+Meta = tuple[int, int, int, int, int, int, int, int, int]
+Removed = tuple[bytes, Meta, bytes]  # key, header, payload
+#: Stands for an unmapped segment number (a private map never written: no memory).
+_ABSENT = mmap.mmap(-1, mmap.PAGESIZE, flags=mmap.MAP_PRIVATE)
+_unpack_from = HEADER.unpack_from
+_pack_into = HEADER.pack_into
+
+
+class _Shard:
+    """One open-addressing table covering the hashes whose top ``depth`` bits are ``prefix``."""
+
+    __slots__ = ("bits", "count", "depth", "limit", "mask", "prefix", "shift", "slots")
+
+    def __init__(self, bits: int, depth: int, prefix: int) -> None:
+        self.bits = bits
+        self.depth = depth
+        self.prefix = prefix
+        self.shift = TAG_BITS - depth - bits
+        self.mask = (1 << bits) - 1
+        self.limit = int((1 << bits) * MAX_LOAD)
+        self.count = 0
+        self.slots = array("Q", bytes(8 << bits))
+
+
+class Arena:
+    """Records keyed by bytes, packed in memory maps (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        self._dir: list[_Shard] = [_Shard(MIN_SHARD_BITS, 0, 0)]
+        self._dir_shift = TAG_BITS  # tag >> this = directory index (global depth 0)
+        self._index_bytes = 8 << MIN_SHARD_BITS
+        self._count = 0
+        # Per segment number (0 is never used, so that no location is 0):
+        self._segs: list[mmap.mmap] = [_ABSENT]
+        self._used = [0]
+        self._live = [0]
+        self._min_access = [0]
+        self._min_expiry = [0]  # 0: no record with an expiry
+        self._free_numbers: list[int] = []
+        self._spare: list[mmap.mmap] = []
+        self._head = 0
+        self._head_off = SEGMENT  # full: the first append opens a segment
+        self._live_bytes = 0
+        self._used_bytes = 0
+        self._big: dict[int, bytes] = {}
+        self._big_next = 0
+        self._big_bytes = 0
+        # Evacuation (compaction and idle walk) and expiry walk cursors: (segment, offset).
+        self._evac = 0
+        self._evac_off = 0
+        self._exp_seg = 0
+        self._exp_off = 0
+        #: Segments emptied by evacuation (compaction or idle walk) since the start.
+        self.evacuated = 0
+
+    # -- size ------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return self._count
+
+    @property
+    def record_bytes(self) -> int:
+        """Bytes of live records, large payloads kept apart included."""
+        return self._live_bytes + self._big_bytes
+
+    @property
+    def big_count(self) -> int:
+        """Payloads kept as their own bytes objects."""
+        return len(self._big)
+
+    @property
+    def index_bytes(self) -> int:
+        """Bytes of index slots (the index grows, never shrinks)."""
+        return self._index_bytes
+
+    @property
+    def mapped_bytes(self) -> int:
+        """Bytes of the memory maps in use (live and dead records, spare maps excluded)."""
+        return sum(SEGMENT for seg in self._segs if seg is not _ABSENT)
+
+    @property
+    def dead_bytes(self) -> int:
+        """Bytes of removed records not yet reclaimed."""
+        return self._used_bytes - self._live_bytes
+
+    # -- lookups ---------------------------------------------------------------
+
+    def find(self, key: bytes) -> int:
+        """The location of ``key``'s record, 0 if absent."""
+        tag = (hash(key) & _M64) >> LOC_BITS
+        shard = self._dir[tag >> self._dir_shift]
+        slots = shard.slots
+        mask = shard.mask
+        pos = (tag >> shard.shift) & mask
+        segs = self._segs
+        probe = b""
+        end = HEADER_SIZE + len(key)
+        while True:
+            slot = slots[pos]
+            if not slot:
+                return 0
+            if slot >> LOC_BITS == tag:
+                loc = slot & LOC_MASK
+                seg = segs[loc >> SEGMENT_BITS]
+                off = loc & OFFSET_MASK
+                if not probe:
+                    probe = _KLEN.pack(len(key)) + key
+                if seg[off + _KLEN_AT : off + end] == probe:
+                    return loc
+            pos = (pos + 1) & mask
+
+    def meta(self, loc: int) -> Meta:
+        """The header of the record at ``loc``: version, origin, expires_ms, access,
+        priority, flags, lfu, stored size, key length."""
+        return _unpack_from(self._segs[loc >> SEGMENT_BITS], loc & OFFSET_MASK)
+
+    def payload(self, loc: int, meta: Meta) -> bytes:
+        """The payload of the record at ``loc`` whose header is ``meta``."""
+        seg = self._segs[loc >> SEGMENT_BITS]
+        start = (loc & OFFSET_MASK) + HEADER_SIZE + meta[8]
+        if meta[5] & _BIG:
+            return self._big[_HANDLE.unpack_from(seg, start)[0]]
+        return seg[start : start + meta[7]]
+
+    def key_at(self, loc: int) -> bytes:
+        """The key of the record at ``loc``."""
+        seg = self._segs[loc >> SEGMENT_BITS]
+        off = loc & OFFSET_MASK
+        klen = _KLEN.unpack_from(seg, off + _KLEN_AT)[0]
+        return seg[off + HEADER_SIZE : off + HEADER_SIZE + klen]
+
+    def set_access(self, loc: int, access: int, lfu: int) -> None:
+        """Record a read in place: access time (Unix seconds) and LFU counter."""
+        seg = self._segs[loc >> SEGMENT_BITS]
+        off = loc & OFFSET_MASK
+        _ACCESS.pack_into(seg, off + _ACCESS_AT, access)
+        seg[off + _LFU_AT] = lfu
+
+    def key_list(self) -> list[bytes]:
+        """Every key held."""
+        key_at = self.key_at
+        return [key_at(slot & LOC_MASK) for slot in self._slots()]
+
+    # -- writes ----------------------------------------------------------------
+
+    def store(  # noqa: PLR0917 (the write path: one call, no tuple to build and unpack)
+        self,
+        key: bytes,
+        version: int,
+        origin: int,
+        expires: int,
+        access: int,
+        priority: int,
+        flags: int,
+        lfu: int,
+        payload: bytes,
+    ) -> None:
+        """Store a record for ``key``, replacing any earlier one.
+
+        A replacement of the same size is written in place: no dead bytes, no compaction.
+        """
+        tag = (hash(key) & _M64) >> LOC_BITS
+        shard = self._dir[tag >> self._dir_shift]
+        slots = shard.slots
+        mask = shard.mask
+        pos = (tag >> shard.shift) & mask
+        segs = self._segs
+        klen = len(key)
+        probe = _KLEN.pack(klen) + key
+        end = HEADER_SIZE + klen
+        replaced = False
+        while True:
+            slot = slots[pos]
+            if not slot:
+                break
+            if slot >> LOC_BITS == tag:
+                loc = slot & LOC_MASK
+                seg_no = loc >> SEGMENT_BITS
+                seg = segs[seg_no]
+                off = loc & OFFSET_MASK
+                if seg[off + _KLEN_AT : off + end] == probe:
+                    old = _unpack_from(seg, off)
+                    size = len(payload)
+                    if old[7] == size and not old[5] & _BIG:
+                        _pack_into(
+                            seg, off, version, origin, expires, access, priority, flags, lfu,
+                            size, klen,
+                        )  # fmt: skip
+                        seg[off + end : off + end + size] = payload
+                        self._note(seg_no, access, expires)
+                        return
+                    self._kill(loc)
+                    replaced = True
+                    break
+            pos = (pos + 1) & mask
+        slots[pos] = (tag << LOC_BITS) | self._append(
+            key, version, origin, expires, access, priority, flags, lfu, payload
+        )
+        if not replaced:
+            self._count += 1
+            shard.count += 1
+            if shard.count > shard.limit:
+                self._grow(shard)
+
+    def remove(self, key: bytes, loc: int = 0) -> Removed | None:
+        """Remove ``key``'s record (at ``loc`` when the caller knows it)."""
+        if not loc:
+            loc = self.find(key)
+            if not loc:
+                return None
+        tag = (hash(key) & _M64) >> LOC_BITS
+        shard = self._dir[tag >> self._dir_shift]
+        slots = shard.slots
+        mask = shard.mask
+        pos = (tag >> shard.shift) & mask
+        wanted = (tag << LOC_BITS) | loc
+        while slots[pos] != wanted:
+            if not slots[pos]:
+                return None
+            pos = (pos + 1) & mask
+        self._unslot(shard, pos)
+        meta = self.meta(loc)
+        value = self.payload(loc, meta)
+        self._kill(loc)
+        self._count -= 1
+        return key, meta, value
+
+    def clear(self) -> None:
+        """Drop every record and unmap every segment."""
+        for seg in self._segs + self._spare:
+            if seg is not _ABSENT:
+                seg.close()
+        self._reset()
+
+    # -- sampling and walks --------------------------------------------------------
+
+    def sample(self, count: int, randrange: Callable[[int], int]) -> list[int]:
+        """About ``count`` distinct record locations drawn at random (all when there are
+        no more than ``count``): runs of occupied slots from random starting points."""
+        if count >= self._count:
+            return [slot & LOC_MASK for slot in self._slots()]
+        found: set[int] = set()
+        directory = self._dir
+        for _attempt in range(4 * count):
+            shard = directory[randrange(len(directory))]
+            if not shard.count:
+                continue
+            slots = shard.slots
+            mask = shard.mask
+            pos = randrange(mask + 1)
+            run = 0
+            for _ in range(mask + 1):
+                slot = slots[pos]
+                if slot:
+                    found.add(slot & LOC_MASK)
+                    run += 1
+                    if run >= 8:
+                        break
+                elif run:
+                    break
+                pos = (pos + 1) & mask
+            if len(found) >= count:
+                break
+        return list(found)
+
+    def pop_idle(self, cutoff: int, limit: int, budget: int) -> list[Removed]:
+        """Remove and return up to ``limit`` records last accessed at or before ``cutoff``.
+
+        The segments holding the oldest accesses are evacuated in turn: idle records are
+        removed, the others copied to the head (so that a segment is walked at most once
+        per residence time). Once no segment's oldest access is at or before ``cutoff``
+        nothing is idle, exactly. At most ``budget`` records are examined.
+        """
+        removed: list[Removed] = []
+        while len(removed) < limit and budget > 0:
+            if not self._evac:
+                seg_no = self._oldest_access_segment()
+                if not seg_no or self._min_access[seg_no] > cutoff:
+                    break
+                self._start_evacuation(seg_no)
+            budget -= self._evacuate(budget, cutoff, limit - len(removed), removed)
+        return removed
+
+    def pop_expired(self, now_ms: int, limit: int, budget: int) -> list[Removed]:
+        """Remove and return up to ``limit`` records whose expiry is at or before ``now_ms``.
+
+        Walks only segments whose earliest expiry is due; a walk relearns its segment's
+        earliest expiry. At most ``budget`` records are examined.
+        """
+        removed: list[Removed] = []
+        while len(removed) < limit and budget > 0:
+            seg_no = self._exp_seg
+            if not seg_no:
+                seg_no = self._due_segment(now_ms)
+                if not seg_no:
+                    break
+                self._exp_seg, self._exp_off = seg_no, 0
+                self._min_expiry[seg_no] = 0  # relearned as the walk passes
+            seg = self._segs[seg_no]
+            off = self._exp_off
+            used = self._used[seg_no]
+            earliest = self._min_expiry[seg_no]  # includes records appended since the start
+            due: list[tuple[bytes, int]] = []
+            while off < used and len(removed) + len(due) < limit and budget > 0:
+                budget -= 1
+                meta = _unpack_from(seg, off)
+                klen = meta[8]
+                expires = meta[2]
+                if expires and not meta[5] & _DEAD:
+                    if expires <= now_ms:
+                        key = seg[off + HEADER_SIZE : off + HEADER_SIZE + klen]
+                        due.append((key, (seg_no << SEGMENT_BITS) | off))
+                    elif not earliest or expires < earliest:
+                        earliest = expires
+                off += HEADER_SIZE + klen + meta[7]
+            self._exp_off = off
+            self._min_expiry[seg_no] = earliest
+            if off >= used:
+                self._exp_seg = 0
+            for key, loc in due:  # the last removal may release the segment
+                gone = self.remove(key, loc)
+                assert gone is not None
+                removed.append(gone)
+        return removed
+
+    def compact(self, budget: int) -> None:
+        """Copy about ``budget`` bytes of live records out of the sparsest segments."""
+        while budget > 0 and self.dead_bytes > max(COMPACT_DEAD * self._used_bytes, 2 * SEGMENT):
+            if not self._evac:
+                seg_no = self._sparsest_segment()
+                if not seg_no:
+                    return
+                self._start_evacuation(seg_no)
+            average = self._live_bytes // (self._count or 1) + 1
+            budget -= self._evacuate(budget // average + 1, -1, 0, []) * average
+
+    # -- internals: records --------------------------------------------------------
+
+    def _append(  # noqa: PLR0917 (as store)
+        self,
+        key: bytes,
+        version: int,
+        origin: int,
+        expires: int,
+        access: int,
+        priority: int,
+        flags: int,
+        lfu: int,
+        payload: bytes,
+    ) -> int:
+        klen = len(key)
+        if len(payload) > BIG_PAYLOAD:
+            handle = self._big_next
+            self._big_next += 1
+            self._big[handle] = payload
+            self._big_bytes += len(payload)
+            payload = _HANDLE.pack(handle)
+            flags |= _BIG
+        size = len(payload)
+        length = HEADER_SIZE + klen + size
+        off = self._head_off
+        if off + length > SEGMENT:
+            self._open_head()
+            off = 0
+        seg_no = self._head
+        seg = self._segs[seg_no]
+        _pack_into(seg, off, version, origin, expires, access, priority, flags, lfu, size, klen)
+        start = off + HEADER_SIZE
+        seg[start : start + klen] = key
+        seg[start + klen : start + klen + size] = payload
+        self._head_off = self._used[seg_no] = off + length
+        self._live[seg_no] += length
+        self._live_bytes += length
+        self._used_bytes += length
+        self._note(seg_no, access, expires)
+        if self._used_bytes - self._live_bytes > COMPACT_DEAD * self._used_bytes:
+            self.compact(COMPACT_WORK * length)
+        return (seg_no << SEGMENT_BITS) | off
+
+    def _note(self, seg_no: int, access: int, expires: int) -> None:
+        """Keep the segment's oldest access and earliest expiry lower bounds."""
+        self._min_access[seg_no] = min(self._min_access[seg_no], access)
+        if expires and (not self._min_expiry[seg_no] or expires < self._min_expiry[seg_no]):
+            self._min_expiry[seg_no] = expires
+
+    def _kill(self, loc: int) -> Meta:
+        """Mark the record at ``loc`` dead (its slot is the caller's business)."""
+        seg_no = loc >> SEGMENT_BITS
+        seg = self._segs[seg_no]
+        off = loc & OFFSET_MASK
+        meta: Meta = _unpack_from(seg, off)
+        flags = meta[5]
+        seg[off + _FLAGS_AT] = flags | _DEAD
+        if flags & _BIG:
+            handle = _HANDLE.unpack_from(seg, off + HEADER_SIZE + meta[8])[0]
+            self._big_bytes -= len(self._big.pop(handle))
+        length = HEADER_SIZE + meta[8] + meta[7]
+        self._live[seg_no] -= length
+        self._live_bytes -= length
+        if not self._live[seg_no] and seg_no not in (self._head, self._evac):
+            self._release(seg_no)
+        return meta
+
+    def _open_head(self) -> None:
+        seg = self._spare.pop() if self._spare else mmap.mmap(-1, SEGMENT, flags=mmap.MAP_PRIVATE)
+        if self._free_numbers:
+            seg_no = self._free_numbers.pop()
+            self._segs[seg_no] = seg
+        else:
+            seg_no = len(self._segs)
+            if seg_no >= 1 << (LOC_BITS - SEGMENT_BITS):
+                raise MemoryError(f"RAM tier log is full ({seg_no} segments of {SEGMENT} B)")
+            self._segs.append(seg)
+            self._used.append(0)
+            self._live.append(0)
+            self._min_access.append(0)
+            self._min_expiry.append(0)
+        self._used[seg_no] = self._live[seg_no] = self._min_expiry[seg_no] = 0
+        self._min_access[seg_no] = 1 << 32
+        old = self._head
+        self._head, self._head_off = seg_no, 0
+        if old and not self._live[old] and old != self._evac:
+            self._release(old)
+
+    def _release(self, seg_no: int) -> None:
+        seg = self._segs[seg_no]
+        self._used_bytes -= self._used[seg_no]
+        self._used[seg_no] = self._live[seg_no] = 0
+        self._segs[seg_no] = _ABSENT
+        self._free_numbers.append(seg_no)
+        if self._exp_seg == seg_no:
+            self._exp_seg = 0
+        if len(self._spare) < SPARE_SEGMENTS:
+            self._spare.append(seg)
+        else:
+            seg.close()
+
+    # -- internals: evacuation -------------------------------------------------------
+
+    def _start_evacuation(self, seg_no: int) -> None:
+        if seg_no == self._head:
+            self._open_head()
+        self._evac, self._evac_off = seg_no, 0
+
+    def _evacuate(self, budget: int, cutoff: int, limit: int, removed: list[Removed]) -> int:
+        """Advance the evacuation by up to ``budget`` records; returns how many were examined.
+
+        Records accessed at or before ``cutoff`` are removed into ``removed`` (up to
+        ``limit`` of them) instead of being copied to the head.
+        """
+        seg_no = self._evac
+        seg = self._segs[seg_no]
+        off = self._evac_off
+        used = self._used[seg_no]
+        examined = 0
+        taken = 0
+        while off < used and examined < budget and (not limit or taken < limit):
+            examined += 1
+            meta = _unpack_from(seg, off)
+            klen = meta[8]
+            length = HEADER_SIZE + klen + meta[7]
+            if not meta[5] & _DEAD:
+                loc = (seg_no << SEGMENT_BITS) | off
+                key = seg[off + HEADER_SIZE : off + HEADER_SIZE + klen]
+                if meta[3] <= cutoff:
+                    gone = self.remove(key, loc)
+                    assert gone is not None
+                    removed.append(gone)
+                    taken += 1
+                else:
+                    self._move(key, loc, seg[off : off + length], meta)
+            off += length
+        self._evac_off = off
+        if off >= used:
+            self._evac = 0
+            self.evacuated += 1
+            self._release(seg_no)
+        return examined
+
+    def _move(self, key: bytes, loc: int, record: bytes, meta: Meta) -> None:
+        length = len(record)
+        if self._head_off + length > SEGMENT:
+            self._open_head()
+        seg_no = self._head
+        seg = self._segs[seg_no]
+        off = self._head_off
+        seg[off : off + length] = record
+        self._head_off = off + length
+        self._used[seg_no] = off + length
+        self._live[seg_no] += length
+        self._used_bytes += length
+        self._note(seg_no, meta[3], meta[2])
+        old_seg = loc >> SEGMENT_BITS
+        self._live[old_seg] -= length
+        tag = (hash(key) & _M64) >> LOC_BITS
+        shard = self._dir[tag >> self._dir_shift]
+        slots = shard.slots
+        mask = shard.mask
+        pos = (tag >> shard.shift) & mask
+        wanted = (tag << LOC_BITS) | loc
+        while slots[pos] != wanted:
+            pos = (pos + 1) & mask
+        slots[pos] = (tag << LOC_BITS) | (seg_no << SEGMENT_BITS) | off
+
+    def _oldest_access_segment(self) -> int:
+        best = 0
+        for seg_no, seg in enumerate(self._segs):
+            if (
+                seg is not _ABSENT
+                and self._live[seg_no]
+                and (not best or self._min_access[seg_no] < self._min_access[best])
+            ):
+                best = seg_no
+        return best
+
+    def _due_segment(self, now_ms: int) -> int:
+        for seg_no, seg in enumerate(self._segs):
+            earliest = self._min_expiry[seg_no]
+            if seg is not _ABSENT and earliest and earliest <= now_ms and self._live[seg_no]:
+                return seg_no
+        return 0
+
+    def _sparsest_segment(self) -> int:
+        best = 0
+        best_fill = 1.0
+        for seg_no, seg in enumerate(self._segs):
+            if seg is _ABSENT or seg_no == self._head or not self._used[seg_no]:
+                continue
+            fill = self._live[seg_no] / self._used[seg_no]
+            if fill < best_fill:
+                best, best_fill = seg_no, fill
+        return best
+
+    # -- internals: index ----------------------------------------------------------
+
+    def _slots(self) -> Iterator[int]:
+        seen: set[int] = set()
+        for shard in self._dir:
+            if id(shard) in seen:
+                continue
+            seen.add(id(shard))
+            yield from (slot for slot in shard.slots if slot)
+
+    def _unslot(self, shard: _Shard, pos: int) -> None:
+        """Empty slot ``pos``, shifting back the entries whose probe ran through it."""
+        slots = shard.slots
+        mask = shard.mask
+        shift = shard.shift
+        hole = pos
+        nxt = pos
+        while True:
+            nxt = (nxt + 1) & mask
+            slot = slots[nxt]
+            if not slot:
+                break
+            home = (slot >> (LOC_BITS + shift)) & mask
+            # The entry may move into the hole unless its home lies cyclically in (hole, nxt].
+            if (nxt - home) & mask >= (nxt - hole) & mask:
+                slots[hole] = slot
+                hole = nxt
+        slots[hole] = 0
+        shard.count -= 1
+
+    def _grow(self, shard: _Shard) -> None:
+        """Double a small shard, or split a full-sized one in two by one more hash bit."""
+        if not shard.shift:
+            raise MemoryError("RAM tier index is full")
+        if shard.bits < MAX_SHARD_BITS:
+            new = [_Shard(shard.bits + 1, shard.depth, shard.prefix)]
+        else:
+            depth = shard.depth + 1
+            new = [_Shard(shard.bits, depth, shard.prefix << 1 | half) for half in (0, 1)]
+            global_depth = TAG_BITS - self._dir_shift
+            if depth > global_depth:
+                self._dir = [s for s in self._dir for _ in (0, 1)]
+                self._dir_shift -= 1
+        split_shift = TAG_BITS - new[0].depth
+        for slot in shard.slots:
+            if slot:
+                tag = slot >> LOC_BITS
+                target = new[(tag >> split_shift) & 1] if len(new) == 2 else new[0]
+                slots = target.slots
+                mask = target.mask
+                pos = (tag >> target.shift) & mask
+                while slots[pos]:
+                    pos = (pos + 1) & mask
+                slots[pos] = slot
+                target.count += 1
+        global_depth = TAG_BITS - self._dir_shift
+        for target in new:
+            span = 1 << (global_depth - target.depth)
+            first = target.prefix * span
+            self._dir[first : first + span] = [target] * span
+        self._index_bytes += sum(8 << t.bits for t in new) - (8 << shard.bits)
