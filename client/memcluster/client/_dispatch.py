@@ -234,10 +234,11 @@ class Dispatcher:
         failed: set[str],
     ) -> list[tuple[str, Sequence[T]]]:
         """``items`` grouped by target address, then cut into RPC-sized chunks."""
-        targets: dict[tuple[str, ...], str] = {}
+        targets: dict[Sequence[str], str] = {}
         groups: dict[str, list[T]] = {}
+        replicas_of = self.router.replicas
         for item in items:
-            replicas = tuple(self.router.replicas(key(item)))
+            replicas = replicas_of(key(item))
             if (target := targets.get(replicas)) is None:
                 target = targets[replicas] = self._target(replicas, failed)
             groups.setdefault(target, []).append(item)

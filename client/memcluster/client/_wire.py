@@ -45,6 +45,8 @@ def consistency_to_wire(value: Consistency) -> items_pb2.Consistency.ValueType:
 
 def encode_key(key: object) -> bytes:
     """The wire form of a caller's key (bytes as is, str as UTF-8)."""
+    if type(key) is bytes and key:
+        return key
     if isinstance(key, str):
         key = key.encode("utf-8")
     elif not isinstance(key, bytes):
@@ -146,6 +148,9 @@ def chunks(
 
     An item bigger than ``max_bytes`` travels alone; the server judges whether it fits.
     """
+    if 0 < len(items) <= max_items and sum(map(size, items)) <= max_bytes:
+        yield items  # the common case, without a Python step per item
+        return
     start, total = 0, 0
     for i, item in enumerate(items):
         n = size(item)
