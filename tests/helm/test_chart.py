@@ -235,7 +235,7 @@ def test_node_statefulset_shape(render: Render) -> None:
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         assert c[probe]["grpc"] == {"port": 7400}, probe
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-    assert ports == {"grpc": 7400, "metrics": 9400}
+    assert ports == {"grpc": 7400, "frames": 7401, "metrics": 9400}
     mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
     assert mounts == {"/etc/memcluster": "config", "/tmp": "tmp", "/data": "data"}
     config_volume = next(v for v in pod["volumes"] if v["name"] == "config")
@@ -310,6 +310,7 @@ def test_node_config_is_the_values_and_loads_as_a_node_config(
     assert tiers["cold"]["path"] == "/data/lmdb"
     assert data["server"] == {
         "listen": "0.0.0.0:7400",
+        "frames_listen": "0.0.0.0:7401",
         "metrics_listen": "0.0.0.0:9400",
         "grace_period": "45s",
     }
