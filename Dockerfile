@@ -73,8 +73,8 @@ COPY deploy/config/node.yaml deploy/config/coordinator.yaml /etc/memcluster/
 USER 10001:10001
 WORKDIR /data
 VOLUME /data
-# 7400 node gRPC, 7500 coordinator gRPC, 9400 node Prometheus metrics.
-EXPOSE 7400 7500 9400
+# 7400 node gRPC, 7401 node frame transport, 7500 coordinator gRPC, 9400 node metrics.
+EXPOSE 7400 7401 7500 9400
 # Standard gRPC health (grpc.health.v1) through the CLI, no grpcurl needed. A node
 # serves on 127.0.0.1:7400 by default; give a coordinator HEALTHCHECK_ADDRESS=127.0.0.1:7500.
 # (Not a MEMCLUSTER_* variable: those are settings, and an unknown one is a config error.)

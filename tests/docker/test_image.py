@@ -124,7 +124,7 @@ def test_image_metadata(docker_ready: None) -> None:
     assert config["User"] == "10001:10001"
     assert config["Entrypoint"] == ["memcluster"]
     assert config["Cmd"][0] == "node"
-    assert set(config["ExposedPorts"]) == {"7400/tcp", "7500/tcp", "9400/tcp"}
+    assert set(config["ExposedPorts"]) == {"7400/tcp", "7401/tcp", "7500/tcp", "9400/tcp"}
     assert "/data" in config["Volumes"]
     assert "memcluster health" in " ".join(config["Healthcheck"]["Test"])
 
@@ -176,6 +176,7 @@ def test_node_container_is_configured_by_env_and_turns_healthy(containers: Conta
     # so its hostname), never 0.0.0.0, which nobody can dial.
     host = docker("exec", name, "hostname").stdout.strip()
     assert ready["address"] == f"{host}:7400"
+    assert ready["frames"] == f"{host}:7401"
     assert ready["cold_path"] == "/data/cold"
     stats = docker("exec", name, "memcluster", "stats", "--json", "-a", "127.0.0.1:7400")
     assert "env-node" in stats.stdout
