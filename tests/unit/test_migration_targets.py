@@ -26,7 +26,8 @@ from memcluster.common.config import NodeConfig
 from memcluster.common.placement import Placement
 from memcluster.common.topology import NodeInfo, NodeState, Topology
 from memcluster.node import migration
-from memcluster.node.migration import Migrator, Progress, _targets
+from memcluster.node.loops import LagMonitor
+from memcluster.node.migration import Migrator, Pacer, Progress, _targets
 from memcluster.node.peers import PeerPool
 from memcluster.node.store import TieredStore
 from memcluster.wire import peer_pb2
@@ -195,13 +196,16 @@ class FakePeers:
 
 
 class RecordedSleeps:
-    """The migration module's asyncio, with sleeps recorded instead of slept."""
+    """The migration module's asyncio, with sleeps recorded (and the clock moved on)
+    instead of slept."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: SteppingClock) -> None:
         self.pauses: list[float] = []
+        self.clock = clock
 
     async def sleep(self, seconds: float) -> None:
         self.pauses.append(seconds)
+        self.clock.advance(seconds)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(asyncio, name)
@@ -219,15 +223,19 @@ class SteppingClock:
         self._now += self.TICK
         return self._now
 
+    def advance(self, seconds: float) -> None:
+        self._now += seconds
+
     def __getattr__(self, name: str) -> Any:
         return getattr(time, name)
 
 
 @pytest.fixture
 def sleeps(monkeypatch: pytest.MonkeyPatch) -> RecordedSleeps:
-    recorded = RecordedSleeps()
+    clock = SteppingClock()
+    recorded = RecordedSleeps(clock)
     monkeypatch.setattr(migration, "asyncio", recorded)
-    monkeypatch.setattr(migration, "time", SteppingClock())
+    monkeypatch.setattr(migration, "time", clock)
     return recorded
 
 
@@ -288,8 +296,19 @@ def holds(store: TieredStore, key: bytes) -> bool:
     return any(key in tier for tier in store.tiers)
 
 
+class StillLag:
+    """LagMonitor's face to the Pacer, with a lag the test sets."""
+
+    def __init__(self) -> None:
+        self.lag = 0.0
+        self.touches = 0
+
+    def touch(self) -> None:
+        self.touches += 1
+
+
 class Run:
-    """A Migrator for node ``me`` and a way to wait for it."""
+    """A Migrator for node ``me`` (its loop never late) and a way to wait for it."""
 
     def __init__(
         self, store: TieredStore, peers: FakePeers, me: str, rate: int, batch: int
@@ -300,6 +319,8 @@ class Run:
         self.migrator = Migrator(
             me, store, cast(PeerPool, peers), rate=rate, batch=batch, on_progress=self._seen
         )
+        self.lag = StillLag()
+        self.migrator.pacer.lag = cast(LagMonitor, self.lag)
 
     def _seen(self, progress: Progress) -> None:
         self.reports.append((progress.items_sent, progress.done))
@@ -359,6 +380,7 @@ async def test_items_go_to_their_new_owners_and_leave_this_node(
     assert dropped and progress.items_dropped == 0
     assert run.migrator.settled(topology.epoch - 1) == 0  # another epoch's news: ignored
     assert run.migrator.settled(topology.epoch) == len(dropped)
+    assert await run.migrator.dropped() == len(dropped)  # in steps, between yields
     for key in held:
         assert holds(store, key) == ("a" in current.replicas(key)), key
     assert progress.epoch == topology.epoch and progress.done
@@ -392,10 +414,11 @@ async def test_data_not_in_the_previous_placement_is_handed_to_every_owner(
     assert [i.key for b in peers.received[f"{owner}:7400"] for i in b.items] == [stray]
     assert holds(store, stray)  # until the cluster has settled
     run.migrator.settled(topology.epoch)
+    await run.migrator.dropped()
     assert not holds(store, stray)
 
 
-async def test_throttling_pauses_each_batch_for_its_share_of_the_rate(
+async def test_throttling_spaces_batches_by_their_share_of_the_rate(
     store: TieredStore, sleeps: RecordedSleeps
 ) -> None:
     topology = draining_a()
@@ -404,14 +427,85 @@ async def test_throttling_pauses_each_batch_for_its_share_of_the_rate(
     run = Run(store, peers, "a", rate=1000, batch=10)
     run.migrator.start(topology)
     await run.until_done()
-    # Batches go out target after target, in the order the stubs saw them.
+    # Batches go out target after target, in the order the stubs saw them; each waits
+    # until the bytes before it have had their time at 1000 B/s (the clock moves 1 ms
+    # per look, and a sleep moves it on: each pause is the share less the ticks since).
     in_order = [b for address in peers.calls for b in peers.received[address]]
-    expected = [
-        sum(len(i.key) + len(i.value) for i in b.items) / 1000 - SteppingClock.TICK
-        for b in in_order
-    ]
-    assert sleeps.pauses == pytest.approx(expected)
-    assert len(sleeps.pauses) == len(in_order) > 0  # every batch waits at 1000 B/s
+    sizes = [sum(len(i.key) + len(i.value) for i in b.items) for b in in_order]
+    assert len(sleeps.pauses) == len(in_order) - 1 > 0  # the first batch goes at once
+    assert sum(sleeps.pauses) <= sum(sizes[:-1]) / 1000
+    for pause, size in zip(sleeps.pauses, sizes, strict=False):
+        assert size / 1000 - 0.1 < pause <= size / 1000
+
+
+async def test_a_late_event_loop_halves_the_rate_down_to_the_floor() -> None:
+    lag = StillLag()
+    pacer = Pacer(8000, 1000, cast(LagMonitor, lag), target=0.001)
+    now = [100.0]
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    clock = types.SimpleNamespace(monotonic=lambda: now[0])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(migration, "time", clock)
+        mp.setattr(migration, "asyncio", types.SimpleNamespace(sleep=sleep))
+        rates = []
+        lag.lag = 0.005  # late: back off, every ADAPT_EVERY seconds
+        for _ in range(6):
+            await pacer.take(100)
+            rates.append(pacer.rate)
+            now[0] += migration.ADAPT_EVERY + 0.001
+        assert rates == [4000, 2000, 1000, 1000, 1000, 1000]  # never below the floor
+        assert pacer.slowdowns == 3
+        lag.lag = 0.0  # on time again: back up by a twentieth of the ceiling each step
+        for _ in range(30):
+            await pacer.take(100)
+            now[0] += migration.ADAPT_EVERY + 0.001
+        assert pacer.rate == 8000  # and never above the ceiling
+        lag.lag = 0.0007  # between half the target and the target: hold
+        await pacer.take(100)
+        assert pacer.rate == 8000
+    assert lag.touches == 37  # every take keeps the lag probe running
+    # At 1000 B/s a take of 100 bytes right after another waits for its 0.1 s.
+    assert slept == [] or all(s > 0 for s in slept)
+
+
+async def test_the_rate_never_drops_below_the_floor_or_starts_above_the_ceiling() -> None:
+    lag = StillLag()
+    assert Pacer(1000, 5000, cast(LagMonitor, lag)).floor == 1000  # a floor above: clamped
+    assert Pacer(1000, 0, cast(LagMonitor, lag)).floor == 1
+    assert Pacer(1000, 10, cast(LagMonitor, lag)).rate == 1000
+    migrator = Migrator("a", cast(TieredStore, None), cast(PeerPool, None), rate=800, batch=1)
+    assert (migrator.pacer.ceiling, migrator.pacer.floor) == (800, 100)
+
+
+async def test_the_lag_monitor_measures_a_late_wake_up_and_stops_when_idle() -> None:
+    now = [0.0]
+    monitor = LagMonitor(interval=0.001, smoothing=0.5, idle_after=5.0, clock=lambda: now[0])
+    assert not monitor.running
+    monitor.touch()
+    assert monitor.running
+    await asyncio.sleep(0)  # the probe asks to wake up at 0.001
+    now[0] = 6.0  # it wakes up 5.999 s late, and 6 s after the last touch: idle
+    probe = next(t for t in asyncio.all_tasks() if t.get_name() == "loop-lag")
+    await asyncio.wait_for(probe, 5)  # the probe ends by itself
+    assert not monitor.running
+    assert monitor.lag == pytest.approx(0.5 * 5.999)
+    monitor.touch()  # and starts again, afresh, when needed
+    assert monitor.running and monitor.lag == 0.0
+    await monitor.close()
+    assert not monitor.running
+
+
+def test_lag_is_a_moving_average_of_the_delays() -> None:
+    monitor = LagMonitor(smoothing=0.5)
+    monitor.observe(0.004)
+    assert monitor.lag == pytest.approx(0.002)
+    monitor.observe(-1.0)  # early wake-ups count as on time
+    assert monitor.lag == pytest.approx(0.001)
 
 
 async def test_without_a_previous_ring_there_is_nothing_to_do(

@@ -1,10 +1,12 @@
-"""Background loops with an owner: start(), close(), and a done-callback that reports a crash."""
+"""Background loops with an owner: start(), close(), and a done-callback that reports a crash;
+and the event-loop lag probe that paces background work."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 log = logging.getLogger(__name__)
@@ -87,3 +89,64 @@ class TaskSet:
         if not task.cancelled() and task.exception() is not None:
             self.failures += 1
             log.warning("%s task failed: %r", self.name, task.exception())
+
+
+class LagMonitor:
+    """How late the event loop runs what is ready: the wait a request arriving now sees.
+
+    While in use, a task sleeps ``interval`` again and again and notes how much later
+    than asked it woke up; ``lag`` is a moving average of that delay (seconds). Every
+    callback that hogs the loop (a long apply step, a scan) and every moment the process
+    waits for a CPU shows up in it. ``touch`` keeps the probe running; it stops by itself
+    after ``idle_after`` seconds without a touch, so an idle node pays nothing for it.
+    """
+
+    def __init__(
+        self,
+        interval: float = 0.005,
+        smoothing: float = 0.2,
+        idle_after: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.interval = interval
+        self.smoothing = smoothing
+        self.idle_after = idle_after
+        self.lag = 0.0
+        self._clock = clock
+        self._touched = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def running(self) -> bool:
+        """Whether the probe runs."""
+        return self._task is not None and not self._task.done()
+
+    def touch(self) -> None:
+        """Keep measuring (start the probe on the running loop if it is not running)."""
+        self._touched = self._clock()
+        if not self.running:
+            self.lag = 0.0
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="loop-lag")
+            self._task.add_done_callback(self._done)
+
+    def observe(self, late: float) -> None:
+        """Fold one probe's delay (seconds) into ``lag``."""
+        self.lag += self.smoothing * (max(late, 0.0) - self.lag)
+
+    async def close(self) -> None:
+        """Stop the probe."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        clock = self._clock
+        while clock() - self._touched < self.idle_after:
+            asked = clock() + self.interval
+            await asyncio.sleep(self.interval)
+            self.observe(clock() - asked)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("event-loop lag probe died: %r", task.exception())

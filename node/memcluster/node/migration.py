@@ -4,12 +4,20 @@ For every key it holds, a node compares the key's owners in the previous epoch w
 those in the new one. New owners that were not owners before must receive the item.
 The first previous owner still alive sends it (so an item travels once, not RF times);
 a previous owner that drops the key sends too only when that sender drops it as well.
-Items go out in batches over Peer.Transfer, throttled to ``rate`` bytes per second so
-that foreground requests keep their latency. Items this node no longer owns are
-dropped once the whole cluster has settled for the epoch (``settled``), so that no key
-has fewer copies than its replication factor while data moves. A hand-over that fails
-is retried (with backoff) until it succeeds or a newer epoch replaces it. Versions
+Items go out in batches over Peer.Transfer. Items this node no longer owns are dropped,
+in small steps, once the whole cluster has settled for the epoch (``settled``), so that
+no key has fewer copies than its replication factor while data moves. A hand-over that
+fails is retried (with backoff) until it succeeds or a newer epoch replaces it. Versions
 make late or repeated transfers harmless: a receiver keeps whichever write is newer.
+
+Pace: foreground requests share the node's one event loop (and, on a small machine, its
+CPUs) with the move. Every byte a node sends or receives for a migration goes through
+its ``Pacer``: a token bucket of at most ``rate`` bytes per second that halves its rate
+whenever the node's event loop runs late (``LagMonitor``) and creeps back up while it
+is on time, never below ``min_rate``, so that a move always finishes in bounded time
+(as Cassandra throttles streams and Redis migrates slots in small steps). A receiver
+that waits for its bucket stops reading its streams, and gRPC flow control slows the
+senders: a node that many peers send to is not flooded.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from dataclasses import dataclass
 
 from memcluster.common.placement import Placement, partition_of
 from memcluster.common.topology import NodeState, Topology
+from memcluster.node.loops import LagMonitor
 from memcluster.node.peers import PeerPool
 from memcluster.node.replication import item_to_wire
 from memcluster.node.store import TieredStore
@@ -31,10 +40,63 @@ from memcluster.wire import peer_pb2
 
 log = logging.getLogger(__name__)
 
-SCAN_CHUNK = 256  # keys examined between yields to the event loop
+SCAN_CHUNK = 512  # keys examined between yields to the event loop
 FETCH_STEP = 25  # items read for sending between yields
+DROP_STEP = 256  # copies dropped between yields once the epoch has settled
 RETRY_DELAY = 0.2
 MAX_RETRY_DELAY = 5.0
+#: The event-loop lag above which migration slows down, and the step sizes: a request
+#: waiting behind migration work should wait a few milliseconds at most, not tens.
+LAG_TARGET = 0.003
+ADAPT_EVERY = 0.1  # seconds between rate adjustments
+BACK_OFF = 0.5  # rate multiplier when the loop runs late
+SPEED_UP = 0.05  # of the ceiling, added per adjustment while the loop is on time
+MIN_RATE_SHARE = 8  # the default floor: rate / 8
+
+
+class Pacer:
+    """The node's budget for migration bytes, sent and received (see the module docstring).
+
+    ``take(size)`` waits until the bucket has room for ``size`` bytes at the current
+    rate. Every ``ADAPT_EVERY`` seconds the rate is halved if ``lag.lag`` is above
+    ``target`` (down to ``floor``), or raised by a twentieth of ``ceiling`` if it is
+    below half the target (up to ``ceiling``): additive increase, multiplicative
+    decrease, as TCP does with a congested link.
+    """
+
+    def __init__(
+        self, ceiling: int, floor: int, lag: LagMonitor, target: float = LAG_TARGET
+    ) -> None:
+        self.ceiling = ceiling
+        self.floor = max(1, min(floor, ceiling))
+        self.rate = float(ceiling)
+        self.lag = lag
+        self.target = target
+        self.slowdowns = 0
+        self._free_at = 0.0  # when the bytes taken so far have had their share of time
+        self._adapted = 0.0
+
+    async def take(self, size: int) -> None:
+        """Wait for ``size`` bytes' turn (at once if the bucket is idle)."""
+        self.lag.touch()
+        now = time.monotonic()
+        self._adapt(now)
+        start = max(self._free_at, now)
+        self._free_at = start + size / self.rate
+        if start > now:
+            await asyncio.sleep(start - now)
+
+    def _adapt(self, now: float) -> None:
+        if now - self._adapted < ADAPT_EVERY:
+            return
+        self._adapted = now
+        lag = self.lag.lag
+        if lag > self.target:
+            if self.rate > self.floor:
+                self.slowdowns += 1
+            self.rate = max(float(self.floor), self.rate * BACK_OFF)
+        elif lag < self.target / 2:
+            self.rate = min(float(self.ceiling), self.rate + self.ceiling * SPEED_UP)
 
 
 class HandOverFailed(Exception):
@@ -68,22 +130,29 @@ class Migrator:
         *,
         rate: int,
         batch: int,
+        min_rate: int | None = None,
         on_progress: Callable[[Progress], None] = lambda p: None,
     ) -> None:
         self.node_id = node_id
         self.store = store
         self.peers = peers
-        self.rate = rate
         self.batch = batch
         self.on_progress = on_progress
         self.progress = Progress()
+        self.lag = LagMonitor()
+        floor = rate // MIN_RATE_SHARE if min_rate is None else min_rate
+        #: Shared by this node's outgoing migrations and incoming transfers.
+        self.pacer = Pacer(rate, floor, self.lag)
         self._task: asyncio.Task[None] | None = None
+        self._dropping: asyncio.Task[int] | None = None
         self._to_drop: tuple[int, Placement, list[bytes]] | None = None
 
     def start(self, topology: Topology) -> None:
         """Begin migrating for ``topology`` (cancelling a migration for an older epoch)."""
         if self._task is not None:
             self._task.cancel()
+        if self._dropping is not None:
+            self._dropping.cancel()  # the new epoch's migration decides again
         self.progress = Progress(epoch=topology.epoch, done=False, started=time.time())
         self._task = asyncio.get_running_loop().create_task(
             self._run(topology), name=f"migration-{topology.epoch}"
@@ -91,7 +160,11 @@ class Migrator:
         self._task.add_done_callback(self._done)
 
     def settled(self, epoch: int) -> int:
-        """The cluster finished migrating for ``epoch``: drop copies no longer owned."""
+        """The cluster finished migrating for ``epoch``: drop copies no longer owned.
+
+        Returns how many copies are to be dropped; they go in steps of ``DROP_STEP``
+        between yields to the event loop (``dropped()`` waits for the last step).
+        """
         pending = self._to_drop
         if pending is None or pending[0] > epoch:
             return 0  # news of an older epoch: the pending drops belong to a newer one
@@ -99,21 +172,42 @@ class Migrator:
         if pending[0] < epoch:
             return 0  # superseded: the newer epoch's migration decides again
         _, current, leaving = pending
+        me = self.node_id
+        leaving = [key for key in leaving if me not in current.replicas(key)]
+        if leaving:
+            self._dropping = asyncio.get_running_loop().create_task(
+                self._drop(epoch, leaving), name=f"drop-{epoch}"
+            )
+            self._dropping.add_done_callback(self._drop_done)
+        return len(leaving)
+
+    async def dropped(self) -> int:
+        """Wait until the copies ``settled`` scheduled are dropped; returns how many were."""
+        task = self._dropping
+        return 0 if task is None else await asyncio.shield(task)
+
+    async def _drop(self, epoch: int, leaving: list[bytes]) -> int:
         dropped = 0
-        for key in leaving:
-            if self.node_id not in current.replicas(key) and self.store.discard(key):
-                dropped += 1
-        self.progress.items_dropped += dropped
-        if dropped:
-            log.info("epoch %d settled: dropped %d copies now owned elsewhere", epoch, dropped)
+        for start in range(0, len(leaving), DROP_STEP):
+            count = self.store.discard_many(leaving[start : start + DROP_STEP])
+            dropped += count
+            self.progress.items_dropped += count
+            await asyncio.sleep(0)
+        log.info("epoch %d settled: dropped %d copies now owned elsewhere", epoch, dropped)
         return dropped
+
+    def _drop_done(self, task: asyncio.Task[int]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("dropping moved copies failed: %r", task.exception())
 
     async def close(self) -> None:
         """Cancel a running migration."""
-        task, self._task = self._task, None
-        if task is not None:
+        tasks = [t for t in (self._task, self._dropping) if t is not None]
+        self._task = self._dropping = None
+        for task in tasks:
             task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.lag.close()
 
     def _done(self, task: asyncio.Task[None]) -> None:
         if task.cancelled():
@@ -166,13 +260,20 @@ class Migrator:
         outgoing: dict[str, list[bytes]] = defaultdict(list)
         leaving: list[bytes] = []
         partitions = current.partitions
+        # Who gets a key depends only on its partition: decide once per partition.
+        plan = [
+            (
+                _targets(me, current.owners(p), previous.owners(p), alive),
+                me not in current.owners(p),
+            )
+            for p in range(partitions)
+        ]
         # Keys only: most items stay put, and reading a cold item means decompressing it.
         for index, key in enumerate(self.store.keys()):
-            p = partition_of(key, partitions)
-            new, old = current.owners(p), previous.owners(p)
-            for target in _targets(me, new, old, alive):
+            targets, leaves = plan[partition_of(key, partitions)]
+            for target in targets:
                 outgoing[target].append(key)
-            if me not in new:
+            if leaves:
                 leaving.append(key)
             progress.items_scanned = index + 1
             if index % SCAN_CHUNK == SCAN_CHUNK - 1:
@@ -197,6 +298,7 @@ class Migrator:
     async def _send(self, address: str, keys: list[bytes], epoch: int) -> None:
         progress = self.progress
         fetch = self.store.fetch
+        pacer = self.pacer
 
         async def batches() -> AsyncIterator[peer_pb2.ItemBatch]:
             for start in range(0, len(keys), self.batch):
@@ -209,15 +311,11 @@ class Migrator:
                         await asyncio.sleep(0)  # cold reads decompress: let requests in
                 wire = [item_to_wire(k, i) for k, i in chunk]
                 size = sum(len(k) + len(i.value) for k, i in chunk)
-                began = time.monotonic()
+                await pacer.take(size)
                 yield peer_pb2.ItemBatch(items=wire, epoch=epoch)
                 progress.items_sent += len(chunk)
                 progress.bytes_sent += size
                 self.on_progress(progress)
-                # Throttle: this batch may take size/rate seconds of the link.
-                pause = size / self.rate - (time.monotonic() - began)
-                if pause > 0:
-                    await asyncio.sleep(pause)
 
         stub = self.peers.stub(address)
         summary = await stub.Transfer(batches())

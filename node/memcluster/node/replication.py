@@ -163,15 +163,44 @@ class Replicator:
         return await self._quorum_read(list(keys), owners, consistency)
 
     async def _fetch_from_previous(self, keys: list[bytes]) -> None:
+        """Ask every previous owner for ``keys``; return once each key has come from one
+        of them (or all have answered).
+
+        While data moves the previous owners are busy sending it: waiting for the slowest
+        of them would add its delay to the read. The later answers are applied when they
+        come (in the background): of two versions, the store keeps the newer.
+        """
         by_node: dict[str, list[bytes]] = defaultdict(list)
         for key in keys:
             for node in self.view.previous_owners(key):
                 by_node[node].append(key)
-        replies = await self._fetch_all(by_node)
-        for items in replies.values():
-            for msg in items:
-                if self.store.apply(msg.key, item_from_wire(msg)):
-                    self.fallback_fetches += 1
+        pending: set[asyncio.Task[set[bytes]]] = set()
+        for node, wanted_there in by_node.items():
+            address = self.view.address(node)
+            if address is not None:
+                request = peer_pb2.FetchRequest(keys=wanted_there, epoch=self.view.epoch)
+                pending.add(asyncio.create_task(self._fetch_into_store(node, address, request)))
+        wanted = set(keys)
+        while pending and wanted:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                wanted.difference_update(task.result())
+        for task in pending:
+            self.background.add(task)
+
+    async def _fetch_into_store(
+        self, node: str, address: str, request: peer_pb2.FetchRequest
+    ) -> set[bytes]:
+        """Fetch from one previous owner and apply what it has; the keys it had."""
+        try:
+            reply = await self.peers.stub(address).Fetch(request, timeout=self.timeout)
+        except (TimeoutError, grpc.RpcError) as exc:
+            log.debug("fetch from %s failed: %r", node, exc)
+            return set()
+        for msg in reply.items:
+            if self.store.apply(msg.key, item_from_wire(msg)):
+                self.fallback_fetches += 1
+        return {msg.key for msg in reply.items}
 
     async def _quorum_read(
         self, keys: list[bytes], owners: list[tuple[str, ...]], consistency: int

@@ -223,11 +223,16 @@ class PeerService(_OfNode, peer_pb2_grpc.PeerServicer):
         self, request_iterator: AsyncIterator[peer_pb2.ItemBatch], context: Any
     ) -> peer_pb2.TransferSummary:
         received = applied = 0
+        pacer = self.node.migrator.pacer
         async for batch in request_iterator:
             received += len(batch.items)
-            # A rebalance must not starve foreground requests: apply in small steps.
+            # A rebalance must not starve foreground requests: apply in small steps, each
+            # once the node's migration budget (shared with its own sends) has room for it.
+            # While it waits, this stream is not read and flow control slows the sender.
             for start in range(0, len(batch.items), TRANSFER_STEP):
-                applied += self._apply(batch.items[start : start + TRANSFER_STEP])
+                step = batch.items[start : start + TRANSFER_STEP]
+                await pacer.take(sum(len(m.key) + len(m.value) for m in step))
+                applied += self._apply(step)
                 await asyncio.sleep(0)
         return peer_pb2.TransferSummary(received=received, applied=applied, epoch=self.node.epoch)
 

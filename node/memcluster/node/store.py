@@ -191,6 +191,23 @@ class TieredStore:
                 self.churn_bytes += len(key) + len(item.value)
         return removed
 
+    def discard_many(self, keys: list[bytes]) -> int:
+        """``discard`` each key; returns how many were held. Each tier is looked up once
+        for the whole batch (the cold tier: one read and one write transaction)."""
+        removed: set[bytes] = set()
+        for tier in self.tiers:
+            held = tier.holding(keys)
+            if not held:
+                continue
+            popped = (
+                tier.pop_many(held)
+                if isinstance(tier, ColdTier)
+                else [(k, i) for k in held if (i := tier.pop(k)) is not None]
+            )
+            removed.update(k for k, _ in popped)
+            self._churn(popped)
+        return len(removed)
+
     def delete(self, key: bytes) -> tuple[bool, Item]:
         """Replace the item with a tombstone; returns (a live item existed, the tombstone)."""
         self.validate_key(key)

@@ -1,0 +1,116 @@
+"""Fetch-through: a new owner that lacks a key asks the previous owners, and answers as
+soon as one of them has it; the slower answers are applied when they come."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, cast
+
+from memcluster.common.clock import ManualClock
+from memcluster.common.config import NodeConfig
+from memcluster.common.topology import NodeInfo, NodeState, Topology
+from memcluster.node.peers import PeerPool
+from memcluster.node.replication import Replicator, item_to_wire
+from memcluster.node.store import TieredStore
+from memcluster.node.tiers.base import Item
+from memcluster.node.view import CONSISTENCY_ONE, ClusterView
+from memcluster.wire import peer_pb2
+
+KEY = b"k"
+
+
+class SlowPeers:
+    """Stubs whose Fetch answers from ``held`` once the peer's gate opens."""
+
+    def __init__(self, held: dict[str, Item | None]) -> None:
+        self.held = held
+        self.gates = {node: asyncio.Event() for node in held}
+        self.asked: list[str] = []
+
+    def stub(self, address: str) -> Any:
+        peers, node = self, address.split(":", maxsplit=1)[0]
+
+        class Stub:
+            async def Fetch(
+                self, request: peer_pb2.FetchRequest, **options: Any
+            ) -> peer_pb2.FetchResponse:
+                peers.asked.append(node)
+                await peers.gates[node].wait()
+                item = peers.held[node]
+                items = [item_to_wire(k, item) for k in request.keys if item is not None]
+                return peer_pb2.FetchResponse(items=items)
+
+        return Stub()
+
+
+def node(node_id: str) -> NodeInfo:
+    return NodeInfo(node_id, f"{node_id}:7400", 1.0, NodeState.UP)
+
+
+def joined() -> ClusterView:
+    """c joins a and b with rf 3: c owns every key, a and b held them before."""
+    view = ClusterView("c", Topology(1, 2, (node("a"), node("b")), partitions=1))
+    new = Topology(
+        2, 3, (node("a"), node("b"), node("c")), partitions=1, previous_nodes=(node("a"), node("b"))
+    )
+    assert view.update(new) and set(view.previous_owners(KEY)) == {"a", "b"}
+    return view
+
+
+def store() -> TieredStore:
+    config = NodeConfig.from_mapping(
+        {"memory": {"tiers": {"warm": {"enabled": False}, "cold": {"enabled": False}}}}
+    )
+    return TieredStore(config.memory, config.limits, origin=3, clock=ManualClock(1000.0))
+
+
+def item(value: bytes, version: int) -> Item:
+    return Item(value, version, 1, 0, 0)
+
+
+async def test_a_read_is_answered_by_the_first_previous_owner_that_has_the_key() -> None:
+    peers = SlowPeers({"a": item(b"old", 10), "b": item(b"new", 20)})
+    local = store()
+    replicator = Replicator(local, joined(), cast(PeerPool, peers), timeout=5.0)
+    read = asyncio.create_task(replicator.get_many([KEY], CONSISTENCY_ONE))
+    peers.gates["a"].set()  # b hangs: the read does not wait for it
+    found = await asyncio.wait_for(read, 5)
+    assert found[0] is not None and found[0][0].value == b"old"
+    assert sorted(peers.asked) == ["a", "b"] and len(replicator.background) == 1
+    peers.gates["b"].set()  # the later answer is newer: it replaces the copy
+    await asyncio.wait_for(_others(), 5)
+    got = local.get(KEY)
+    assert got is not None and got[0].value == b"new" and replicator.fallback_fetches == 2
+    local.close()
+
+
+async def test_a_previous_owner_without_the_key_does_not_end_the_wait() -> None:
+    peers = SlowPeers({"a": None, "b": item(b"there", 20)})
+    local = store()
+    replicator = Replicator(local, joined(), cast(PeerPool, peers), timeout=5.0)
+    read = asyncio.create_task(replicator.get_many([KEY], CONSISTENCY_ONE))
+    peers.gates["a"].set()
+    await asyncio.sleep(0)
+    assert not read.done()
+    peers.gates["b"].set()
+    found = await asyncio.wait_for(read, 5)
+    assert found[0] is not None and found[0][0].value == b"there"
+    assert len(replicator.background) == 0
+    local.close()
+
+
+async def test_a_key_no_previous_owner_has_is_a_miss() -> None:
+    peers = SlowPeers({"a": None, "b": None})
+    for gate in peers.gates.values():
+        gate.set()
+    local = store()
+    replicator = Replicator(local, joined(), cast(PeerPool, peers), timeout=5.0)
+    assert await replicator.get_many([KEY], CONSISTENCY_ONE) == [None]
+    assert replicator.fallback_fetches == 0
+    local.close()
+
+
+async def _others() -> None:
+    """Until the background fetches have finished."""
+    fetches = [t for t in asyncio.all_tasks() if "_fetch_into_store" in t.get_coro().__qualname__]
+    await asyncio.gather(*fetches)
