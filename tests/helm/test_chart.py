@@ -411,10 +411,10 @@ def expected_memory_mi(hot: str | None, warm: str | None, factor: float = 1.25) 
 @pytest.mark.parametrize(
     ("variant", "hot", "warm"),
     [
-        ("default", "512MB", "1GB"),
-        ("warm-and-cold-disabled", "512MB", None),
+        ("default", "256MB", "1GB"),
+        ("warm-and-cold-disabled", "256MB", None),
         ("hot-only", "2GiB", None),
-        ("cold-disabled", "512MB", "1GB"),
+        ("cold-disabled", "256MB", "1GB"),
     ],
 )
 def test_node_resources_follow_the_ram_tiers(
