@@ -1,11 +1,12 @@
 """memcluster's benchmarks, one entry point (see bench/README.md).
 
-    python -m bench [all|workloads|rebalance|tiers] [--quick] [--out FILE]
+    python -m bench [all|workloads|rebalance|tiers|memory] [--quick] [--out FILE]
 
 - ``workloads``: YCSB-style workloads on a 3-node memcluster vs a private Redis and a
   private memcached, at 100 B, 4 KB and 64 KB values, plus memory per item;
 - ``rebalance``: a node joins a loaded RF=2 cluster, then one is SIGKILLed;
 - ``tiers``: one node's tiers side by side with Redis (``bench.tiers``);
+- ``memory``: only the default-tier memory checks of ``workloads`` (a few minutes);
 - ``all`` (the default): the three, then the issue's targets judged met or not.
 
 Everything measured is started here (127.0.0.1 only) and stopped again, on errors
@@ -37,7 +38,7 @@ from rich.console import Console
 from bench import plots, rebalance, report, tiers, workloads
 
 RESULTS = Path("bench/results")
-COMMANDS = ("all", "workloads", "rebalance", "tiers")
+COMMANDS = ("all", "workloads", "rebalance", "tiers", "memory")
 _PACKAGES = ("memcluster", "grpcio", "redis", "pymemcache", "zstandard", "lmdb", "matplotlib")
 
 
@@ -96,6 +97,9 @@ def _sections(
             rebalance.QUICK if quick else rebalance.FULL, progress
         ),
     }
+    if command == "memory":  # recorded as a workloads section holding only these checks
+        plan = workloads.QUICK if quick else workloads.FULL
+        return [("workloads", lambda: workloads.measure_memory(plan, progress))]
     names = list(sections) if command == "all" else [command]
     return [(name, sections[name]) for name in names]
 

@@ -23,8 +23,13 @@ Cells (zipfian keys, theta 0.99, unless named uniform):
   with a pymemcache client each).
 
 The load itself (batches of up to 1,000 items or 4 MiB) is timed once per system.
-A separate check loads a dataset that fits the shipped default tiers (hot 256MB per
-node) and compares memory per item with Redis.
+
+Separate checks (``measure_memory``, also run alone by ``python -m bench memory``)
+compare memory per item with Redis for 4 KB JSON on a cluster with the shipped
+default tiers: a dataset several times larger than the nodes' hot tiers, so that
+the hot tiers hold part of it as it is and the warm tiers the rest compressed (the
+case the product is for, and the one the target judges), and one that fits the hot
+tiers (stored uncompressed: by design about Redis's cost).
 """
 
 from __future__ import annotations
@@ -47,6 +52,9 @@ KEY_FORMAT = b"user%010d"  # 14-byte keys, as YCSB's "user" + number
 LOAD_BATCH_ITEMS = 1000
 LOAD_BATCH_BYTES = 4 << 20
 POOL_SEED = 11
+#: 4 KB items of the default-tier check beyond hot: ~3 GB of data, four times the 768 MB
+#: that the 3 nodes' hot tiers (256MB each) hold.
+BEYOND_HOT_ITEMS = 720_000
 METRICS = ("ops_s", "p50_us", "p99_us", "p999_us", "mean_us")
 
 
@@ -103,7 +111,10 @@ class WorkloadPlan:
     load_seconds: float  # per system and size
     pool: int  # distinct values per size (assigned to keys round-robin)
     rf2_size: str | None  # the size label that also runs a 3-node RF=2 cluster
-    default_items: int  # 4 KB items for the default-tier memory check
+    default_items: int  # 4 KB items for the default-tier check that fits the hot tiers
+    beyond_hot_items: int  # 4 KB items for the default-tier check larger than the hot tiers
+    memory_pool: int  # distinct values in the default-tier checks
+    memory_load_seconds: float  # per system and check
 
 
 FULL = WorkloadPlan(
@@ -123,6 +134,9 @@ FULL = WorkloadPlan(
     pool=512,
     rf2_size="100B",
     default_items=60_000,
+    beyond_hot_items=BEYOND_HOT_ITEMS,
+    memory_pool=8192,
+    memory_load_seconds=300.0,
 )
 QUICK = WorkloadPlan(
     sizes=(SizeSpec("100B", "small", 20_000),),
@@ -137,6 +151,9 @@ QUICK = WorkloadPlan(
     pool=128,
     rf2_size="100B",
     default_items=3_000,
+    beyond_hot_items=6_000,
+    memory_pool=256,
+    memory_load_seconds=20.0,
 )
 
 
@@ -186,12 +203,33 @@ def measure_workloads(plan: WorkloadPlan, progress: Console) -> dict[str, Any]:
         except Exception as exc:
             progress.print_exception()
             results["sizes"][spec.label] = {"error": f"{type(exc).__name__}: {exc}"}
-    progress.print(f"[bold]memory with the default tiers, {plan.default_items:,} 4 KB values")
-    try:
-        results["default_memory"] = _default_memory(plan, skipped, progress)
-    except Exception as exc:
-        progress.print_exception()
-        results["default_memory"] = {"error": f"{type(exc).__name__}: {exc}"}
+    results.update(_default_memory_checks(plan, skipped, progress))
+    return results
+
+
+def measure_memory(plan: WorkloadPlan, progress: Console) -> dict[str, Any]:
+    """The default-tier memory checks alone, shaped as ``measure_workloads``'s results."""
+    skipped = _skipped(progress)
+    results: dict[str, Any] = {"plan": asdict(plan), "sizes": {}, "skipped": skipped}
+    results.update(_default_memory_checks(plan, skipped, progress))
+    return results
+
+
+def _default_memory_checks(
+    plan: WorkloadPlan, skipped: dict[str, str], progress: Console
+) -> dict[str, Any]:
+    """``default_memory`` (beyond the hot tiers, judged) and ``default_memory_fits_hot``."""
+    results: dict[str, Any] = {}
+    for name, items, what in (
+        ("default_memory", plan.beyond_hot_items, "larger than the hot tiers"),
+        ("default_memory_fits_hot", plan.default_items, "fitting the hot tiers"),
+    ):
+        progress.print(f"[bold]memory with the default tiers, {items:,} 4 KB values ({what})")
+        try:
+            results[name] = _default_memory(plan, items, skipped, progress)
+        except Exception as exc:
+            progress.print_exception()
+            results[name] = {"error": f"{type(exc).__name__}: {exc}"}
     return results
 
 
@@ -434,17 +472,21 @@ def _memory_per_item(
 
 
 def _default_memory(
-    plan: WorkloadPlan, skipped: dict[str, str], progress: Console
+    plan: WorkloadPlan, items: int, skipped: dict[str, str], progress: Console
 ) -> dict[str, Any]:
-    """Memory per item of a 4 KB JSON dataset that fits the shipped default tiers.
+    """Memory per item of ``items`` 4 KB JSON values on a cluster with the default tiers.
 
-    With the defaults (hot 256MB per node) such a dataset stays in the hot tier, where
-    values are stored as they are: compression starts only once items demote to warm.
+    Puts land in the hot tier, where values are stored as they are; once a node's hot
+    tier is full (256MB), its least recently used items move to warm, compressed. The
+    values come from a pool of ``plan.memory_pool`` distinct ones, far more than the
+    codec samples to train its dictionary, so that it cannot learn the values by heart.
+    memcluster's figure is the RSS of its node processes, which counts every touched
+    page: the Python heap, and the cold tier's memory-mapped LMDB pages too.
     """
-    spec = SizeSpec("4KB", "large", plan.default_items)
+    spec = SizeSpec("4KB", "large", items)
     with _systems(spec, plan, skipped, DEFAULT_TIERS) as (systems, shape):
-        data = make_dataset(spec, plan.pool)
-        loaded = _load_all(systems, data, plan.load_seconds, progress)
+        data = make_dataset(spec, plan.memory_pool)
+        loaded = _load_all(systems, data, plan.memory_load_seconds, progress)
     return {
         "cluster": shape,
         "value_class": spec.value_class,
