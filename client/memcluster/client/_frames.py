@@ -17,6 +17,7 @@ import contextlib
 import socket
 import threading
 import time
+from typing import cast
 
 import grpc
 from google.protobuf.message import DecodeError, Message
@@ -344,8 +345,8 @@ class AsyncConnection:
         transport, _ = await asyncio.wait_for(
             loop.create_connection(lambda: _AsyncProtocol(self), host, port), seconds
         )
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self._transport = cast(asyncio.Transport, transport)
         transport.write(PREAMBLE)
 
     async def call(self, method: str, request: Message, seconds: float) -> Message:
