@@ -17,7 +17,6 @@ import contextlib
 import socket
 import threading
 import time
-from typing import cast
 
 import grpc
 from google.protobuf.message import DecodeError, Message
@@ -345,8 +344,7 @@ class AsyncConnection:
         transport, _ = await asyncio.wait_for(
             loop.create_connection(lambda: _AsyncProtocol(self), host, port), seconds
         )
-        # uvloop's transports implement asyncio.Transport without subclassing it.
-        self._transport = cast(asyncio.Transport, transport)
+        self._transport = transport
         transport.write(PREAMBLE)
 
     async def call(self, method: str, request: Message, seconds: float) -> Message:
