@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo proto lint test check clean image docker-env test-docker helm bench
+.PHONY: setup demo proto lint test check clean image docker-env test-docker helm bench bench-env
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,10 @@ lint: setup  ## formatting, lint, types, import layers, generated-code drift
 	$(BIN)/lint-imports
 	$(BIN)/python scripts/gen_proto.py --check
 
-test: setup  ## unit, component and integration tests (real processes)
+bench-env: setup  ## redis-server, memcached and the bench's Python packages (idempotent)
+	bash scripts/bench_env.sh
+
+test: setup bench-env  ## unit, component, integration tests and a quick bench run (real processes)
 	$(BIN)/pytest
 
 check: lint test test-docker  ## everything CI runs (the docker tier needs root: it installs docker)
@@ -46,8 +49,7 @@ helm: setup  ## install helm into .tools/bin, lint and test the chart
 	bash scripts/install_helm.sh
 	$(BIN)/pytest -q tests/helm
 
-bench: setup  ## benchmarks against Redis and memcached (installs them)
-	bash scripts/bench_env.sh
+bench: bench-env  ## benchmarks against Redis and memcached (installs them)
 	$(BIN)/python -m bench
 
 clean:
