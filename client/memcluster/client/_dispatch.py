@@ -234,6 +234,8 @@ class Dispatcher:
         failed: set[str],
     ) -> list[tuple[str, Sequence[T]]]:
         """``items`` grouped by target address, then cut into RPC-sized chunks."""
+        if len(items) == 1 and size is None:  # a single-key call: nothing to group
+            return [(self._target(self.router.replicas(key(items[0])), failed), items)]
         targets: dict[Sequence[str], str] = {}
         groups: dict[str, list[T]] = {}
         replicas_of = self.router.replicas
