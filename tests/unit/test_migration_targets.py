@@ -302,9 +302,11 @@ class StillLag:
     def __init__(self) -> None:
         self.lag = 0.0
         self.touches = 0
+        self.running = True  # the pace starts where it is, not at the floor
 
     def touch(self) -> None:
         self.touches += 1
+        self.running = True
 
 
 class Run:
@@ -452,6 +454,14 @@ async def test_a_late_event_loop_halves_the_rate_down_to_the_floor() -> None:
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(migration, "time", clock)
         mp.setattr(migration, "asyncio", types.SimpleNamespace(sleep=sleep))
+        lag.running = False  # traffic resumes after a quiet spell: start at the floor
+        await pacer.take(100)
+        assert pacer.rate == 1000 + 400  # the floor, and the first step up
+        for _ in range(20):  # on time: up by a twentieth of the ceiling each step
+            now[0] += migration.ADAPT_EVERY + 0.001
+            await pacer.take(100)
+        assert pacer.rate == 8000
+        now[0] += migration.ADAPT_EVERY + 0.001
         rates = []
         lag.lag = 0.005  # late: back off, every ADAPT_EVERY seconds
         for _ in range(6):
@@ -468,7 +478,7 @@ async def test_a_late_event_loop_halves_the_rate_down_to_the_floor() -> None:
         lag.lag = 0.0007  # between half the target and the target: hold
         await pacer.take(100)
         assert pacer.rate == 8000
-    assert lag.touches == 37  # every take keeps the lag probe running
+    assert lag.touches == 58  # every take keeps the lag probe running
     # At 1000 B/s a take of 100 bytes right after another waits for its 0.1 s.
     assert slept == [] or all(s > 0 for s in slept)
 

@@ -58,10 +58,11 @@ class Pacer:
     """The node's budget for migration bytes, sent and received (see the module docstring).
 
     ``take(size)`` waits until the bucket has room for ``size`` bytes at the current
-    rate. Every ``ADAPT_EVERY`` seconds the rate is halved if ``lag.lag`` is above
-    ``target`` (down to ``floor``), or raised by a twentieth of ``ceiling`` if it is
-    below half the target (up to ``ceiling``): additive increase, multiplicative
-    decrease, as TCP does with a congested link.
+    rate, which starts at ``floor`` whenever migration traffic resumes. Every
+    ``ADAPT_EVERY`` seconds the rate is halved if ``lag.lag`` is above ``target`` (down
+    to ``floor``), or raised by a twentieth of ``ceiling`` if it is below half the
+    target (up to ``ceiling``): additive increase, multiplicative decrease, as TCP does
+    with a congested link.
     """
 
     def __init__(
@@ -78,6 +79,10 @@ class Pacer:
 
     async def take(self, size: int) -> None:
         """Wait for ``size`` bytes' turn (at once if the bucket is idle)."""
+        if not self.lag.running:
+            # A start after a quiet spell: the probe has no reading yet, so begin at the
+            # floor and speed up while the loop stays on time (TCP's slow start).
+            self.rate = float(self.floor)
         self.lag.touch()
         now = time.monotonic()
         self._adapt(now)
