@@ -273,3 +273,22 @@ def test_admin_errors_are_clear(make_cluster: MakeCluster) -> None:
             admin.set_weight("n1", -1)
         with pytest.raises(MemclusterError, match="replication factor"):
             admin.set_replication_factor(99)
+
+
+def test_writes_and_their_replication_travel_on_the_frame_transport(
+    make_cluster: MakeCluster,
+) -> None:
+    cluster = make_cluster()
+    with Client(cluster.node_addresses()) as client:
+        topology = client.topology()
+        assert topology.replication_factor >= 2
+        addresses = [n.address for n in topology.nodes]
+
+        def frames_requests() -> float:
+            return sum(client.stats(a)["counters"]["frames_requests"] for a in addresses)
+
+        before = frames_requests()
+        for i in range(50):
+            client.put(f"framed-{i}".encode(), b"v" * 50)
+        # Each put: one frame from the client to a replica, one from it to the other.
+        assert frames_requests() - before >= 100

@@ -13,7 +13,7 @@ import grpc.aio
 from memcluster.wire import node_pb2, node_pb2_grpc, topology_pb2_grpc
 
 from ._core import Call, Core, Op, Parallel, Sleep
-from ._frames import AsyncConnection, Directory, carried
+from ._frames import AsyncFrames, ask_transports, carried
 from ._options import DEFAULT_MAX_MESSAGE_BYTES, build_options
 from ._routing import Routing, make_router
 from ._sync import Transport, use_frames
@@ -69,11 +69,9 @@ class AsyncClient(Generic[V]):
         self._core = Core(make_router(address, routing), codec, options)
         self._channels: dict[str, tuple[grpc.aio.Channel, dict[str, object]]] = {}
         self._closed = False
-        self._frames = use_frames(transport)
-        self._max_body = max_message_bytes
-        self._directory = Directory()
-        self._connections: dict[str, AsyncConnection] = {}
-        self._connecting: dict[str, asyncio.Lock] = {}
+        self._frames = (
+            AsyncFrames(max_message_bytes, self._ask_transports) if use_frames(transport) else None
+        )
 
     async def put(
         self,
@@ -148,9 +146,8 @@ class AsyncClient(Generic[V]):
         """Close every connection; the client cannot be used afterwards."""
         self._closed = True
         channels, self._channels = self._channels, {}
-        connections, self._connections = self._connections, {}
-        for connection in connections.values():
-            connection.close()
+        if self._frames is not None:
+            self._frames.close()
         for channel, _ in channels.values():
             await channel.close(grace=None)
 
@@ -209,53 +206,16 @@ class AsyncClient(Generic[V]):
 
     async def _invoke(self, call: Call) -> Any:
         """One call, on the node's frame transport when it has one, else on gRPC."""
-        if self._frames and call.service == "Node" and carried(call.method):
-            connection = self._connections.get(call.address)
-            if connection is None or not connection.alive:
-                connection = await self._connect(call.address, call.timeout)
+        if self._frames is not None and call.service == "Node" and carried(call.method):
+            connection = await self._frames.connection(call.address, call.timeout)
             if connection is not None:
                 return await connection.call(call.method, call.request, call.timeout)
         return await self._method(call)(call.request, timeout=call.timeout)
 
-    async def _connect(self, address: str, seconds: float) -> AsyncConnection | None:
-        """The frame connection to the node at ``address``, opened once; None: use gRPC."""
-        lock = self._connecting.setdefault(address, asyncio.Lock())
-        async with lock:
-            connection = self._connections.get(address)
-            if connection is not None and connection.alive:
-                return connection
-            tried: str | None = None
-            for _ in range(2):
-                known, frames = self._directory.lookup(address)
-                if not known:
-                    frames = await self._transports(address, seconds)
-                if frames is None or frames == tried:
-                    break
-                connection = AsyncConnection(frames, self._max_body)
-                try:
-                    await connection.open(seconds)
-                except (OSError, TimeoutError):
-                    # The node may have restarted on another frame port: ask it again.
-                    self._directory.forget(address)
-                    tried = frames
-                    continue
-                if self._closed:
-                    connection.close()
-                    raise RuntimeError("this memcluster client is closed")
-                self._connections[address] = connection
-                return connection
-            self._directory.set(address, None)
-            return None
-
-    async def _transports(self, address: str, seconds: float) -> str | None:
-        stub: Any = self._stubs(address)["Node"]
-        try:
-            response = await stub.Transports(node_pb2.TransportsRequest(), timeout=seconds)
-        except grpc.RpcError as exc:
-            if exc.code() != grpc.StatusCode.UNIMPLEMENTED:
-                raise
-            response = None
-        return self._directory.learn(address, response)
+    async def _ask_transports(
+        self, address: str, seconds: float
+    ) -> node_pb2.TransportsResponse | None:
+        return await ask_transports(self._stubs(address)["Node"], seconds)
 
     def _method(self, call: Call) -> Any:
         return getattr(self._stubs(call.address)[call.service], call.method)

@@ -17,6 +17,8 @@ import contextlib
 import socket
 import threading
 import time
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import grpc
 from google.protobuf.message import DecodeError, Message
@@ -397,3 +399,73 @@ class AsyncConnection:
         for future in pending.values():
             if not future.done():
                 future.set_exception(error)
+
+
+#: Asks a node (over gRPC) where its frame transport is: the Transports answer, or None
+#: when the node has no such method; other failures raise the call's RpcError.
+AskTransports = Callable[[str, float], Awaitable[node_pb2.TransportsResponse | None]]
+
+
+class AsyncFrames:
+    """asyncio frame connections: one multiplexed connection per node, opened once."""
+
+    def __init__(self, max_body: int, ask: AskTransports) -> None:
+        self._max_body = max_body
+        self._ask = ask
+        self._directory = Directory()
+        self._connections: dict[str, AsyncConnection] = {}
+        self._connecting: dict[str, asyncio.Lock] = {}
+        self._closed = False
+
+    async def connection(self, address: str, seconds: float) -> AsyncConnection | None:
+        """The frame connection to the node at ``address``; None: use gRPC."""
+        connection = self._connections.get(address)
+        if connection is not None and connection.alive:
+            return connection
+        lock = self._connecting.setdefault(address, asyncio.Lock())
+        async with lock:
+            connection = self._connections.get(address)
+            if connection is not None and connection.alive:
+                return connection
+            tried: str | None = None
+            for _ in range(2):
+                known, frames = self._directory.lookup(address)
+                if not known:
+                    frames = self._directory.learn(address, await self._ask(address, seconds))
+                if frames is None or frames == tried:
+                    break
+                connection = AsyncConnection(frames, self._max_body)
+                try:
+                    await connection.open(seconds)
+                except (OSError, TimeoutError):
+                    # The node may have restarted on another frame port: ask it again.
+                    self._directory.forget(address)
+                    tried = frames
+                    continue
+                if self._closed:
+                    connection.close()
+                    raise RuntimeError("these frame connections are closed")
+                self._connections[address] = connection
+                return connection
+            self._directory.set(address, None)
+            return None
+
+    def close(self) -> None:
+        """Close every connection; requests in flight fail."""
+        self._closed = True
+        connections, self._connections = self._connections, {}
+        for connection in connections.values():
+            connection.close()
+
+
+async def ask_transports(stub: Any, seconds: float) -> node_pb2.TransportsResponse | None:
+    """``Node.Transports`` through a grpc.aio Node stub (None: the node lacks it)."""
+    try:
+        response: node_pb2.TransportsResponse = await stub.Transports(
+            node_pb2.TransportsRequest(), timeout=seconds
+        )
+    except grpc.RpcError as exc:
+        if exc.code() != grpc.StatusCode.UNIMPLEMENTED:
+            raise
+        return None
+    return response

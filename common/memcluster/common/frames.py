@@ -13,8 +13,9 @@ The wire, version 1 (all integers little-endian)::
     PREAMBLE    := b"MCF" VERSION                  4 bytes, sent once by the client
     frame       := length:u32 id:u32 kind:u8 body  body is `length` bytes
 
-- A request's ``kind`` names the method (``METHODS``) and its body is that method's
-  request message (``node.proto``), serialized. ``id`` is the client's, echoed back.
+- A request's ``kind`` names the method (``METHODS``: the Node service's data calls
+  and Peer.Replicate) and its body is that method's request message, serialized.
+  ``id`` is the client's, echoed back.
 - A response's ``kind`` is ``OK`` with the method's response message as the body, or
   ``ERROR`` with a ``FrameError``: the status code, message, memcluster error kind and
   epoch that a unary call would carry as its status and trailing metadata.
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 
 from google.protobuf.message import Message
 
-from memcluster.wire import node_pb2
+from memcluster.wire import node_pb2, peer_pb2
 
 VERSION = 1
 PREAMBLE = b"MCF" + bytes([VERSION])
@@ -59,6 +60,8 @@ METHODS: tuple[Method, ...] = (
     Method("PutMany", 5, node_pb2.PutManyRequest, node_pb2.PutManyResponse),
     Method("DeleteMany", 6, node_pb2.DeleteManyRequest, node_pb2.DeleteManyResponse),
     Method("Touch", 7, node_pb2.TouchRequest, node_pb2.TouchResponse),
+    # Peer.Replicate: a write's copies to its other replicas, node to node.
+    Method("Replicate", 8, peer_pb2.ReplicateRequest, peer_pb2.ReplicateResponse),
 )
 BY_NAME = {m.name: m for m in METHODS}
 BY_KIND = {m.kind: m for m in METHODS}

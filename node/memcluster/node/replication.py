@@ -140,7 +140,7 @@ class Replicator:
         if address is None:
             raise Unavailable(f"no address for replica {node}")
         request = peer_pb2.ReplicateRequest(items=batch, epoch=self.view.epoch)
-        await self.peers.stub(address).Replicate(request, timeout=self.timeout)
+        await self.peers.replicate(address, request, self.timeout)
         return indexes
 
     # -- reads ---------------------------------------------------------------

@@ -24,7 +24,13 @@ from memcluster.common.rpc import add_health_and_reflection, advertised_address,
 from memcluster.node.frames import FramesServer
 from memcluster.node.metrics import serve_metrics
 from memcluster.node.runtime import NodeRuntime
-from memcluster.node.service import NodeService, PeerService, TopologyService
+from memcluster.node.service import (
+    FrameHandler,
+    NodeService,
+    PeerService,
+    TopologyService,
+    frame_handlers,
+)
 from memcluster.wire import (
     node_pb2,
     node_pb2_grpc,
@@ -57,14 +63,14 @@ def _write_atomically(path: str, text: str) -> None:
 
 
 async def _start_frames(
-    config: NodeConfig, node: NodeRuntime, service: NodeService
+    config: NodeConfig, node: NodeRuntime, handlers: dict[int, FrameHandler]
 ) -> FramesServer | None:
     """The frame transport's server, listening, or None when it is off."""
     bind = config.server.frames_bind()
     if bind is None:
         return None
     frames = FramesServer(
-        service.frame_handlers(),
+        handlers,
         lambda: node.epoch,
         max_body=max(MAX_MESSAGE_BYTES, config.limits.max_value_bytes + 1024 * 1024),
     )
@@ -96,9 +102,9 @@ async def run(config: NodeConfig, ready_file: str | None = None) -> int:
     node_id = config.server.id or f"{socket.gethostname()}:{port}"
     node = NodeRuntime(config, node_id, address)
 
-    node_service = NodeService(node)
+    node_service, peer_service = NodeService(node), PeerService(node)
     node_pb2_grpc.add_NodeServicer_to_server(node_service, server)
-    peer_pb2_grpc.add_PeerServicer_to_server(PeerService(node), server)
+    peer_pb2_grpc.add_PeerServicer_to_server(peer_service, server)
     topology_pb2_grpc.add_TopologyServiceServicer_to_server(TopologyService(node), server)
     health_servicer = add_health_and_reflection(server, SERVICE_NAMES)
 
@@ -120,7 +126,7 @@ async def run(config: NodeConfig, ready_file: str | None = None) -> int:
 
         agent = ClusterAgent(node, config.cluster, on_leave=stop.set)
 
-    frames = await _start_frames(config, node, node_service)
+    frames = await _start_frames(config, node, frame_handlers(node_service, peer_service))
     await server.start()
     node.start()
     if agent is not None:

@@ -167,14 +167,6 @@ class NodeService(_OfNode, node_pb2_grpc.NodeServicer):
             epoch=self.node.epoch,
         )
 
-    def frame_handlers(self) -> dict[int, Callable[[Message], Coroutine[Any, Any, Message]]]:
-        """The data methods by frame kind, for the frame transport (errors raised as is)."""
-        handlers: dict[int, Callable[[Message], Coroutine[Any, Any, Message]]] = {}
-        for method in FRAME_METHODS:
-            unwrapped = getattr(NodeService, method.name).__wrapped__
-            handlers[method.kind] = functools.partial(unwrapped, self, context=None)
-        return handlers
-
     @maps_errors
     async def Stats(self, request: node_pb2.StatsRequest, context: Any) -> node_pb2.StatsResponse:
         tiers = [
@@ -241,6 +233,19 @@ class PeerService(_OfNode, peer_pb2_grpc.PeerServicer):
         decoded = [(msg.key, _checked(msg)) for msg in items]
         apply = self.node.store.apply
         return sum(apply(key, item) for key, item in decoded)
+
+
+FrameHandler = Callable[[Message], Coroutine[Any, Any, Message]]
+
+
+def frame_handlers(node: NodeService, peer: PeerService) -> dict[int, FrameHandler]:
+    """The methods the frame transport carries, by frame kind (errors raised as is)."""
+    handlers: dict[int, FrameHandler] = {}
+    for method in FRAME_METHODS:
+        servicer: _OfNode = peer if method.name == "Replicate" else node
+        unwrapped = getattr(type(servicer), method.name).__wrapped__
+        handlers[method.kind] = functools.partial(unwrapped, servicer, context=None)
+    return handlers
 
 
 def _checked(msg: items_pb2.Item) -> Item:
