@@ -120,7 +120,9 @@ def test_reopen_keeps_items_counters_and_bytes(path: str) -> None:
 def test_trained_dictionary_survives_reopen(path: str) -> None:
     tier = ColdTier(path, GiB)
     values = {b"doc:%d" % i: doc(i) for i in range(2500)}
-    for key, value in values.items():
+    for index, (key, value) in enumerate(values.items()):
+        if index == 2000:
+            tier._codec.settle()  # the sample is full: let the worker thread's training land
         tier.put(key, Item(value, 1), NOW)
     tier.close()
     with lmdb.open(path, max_dbs=4) as env, env.begin() as txn:

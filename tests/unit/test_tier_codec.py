@@ -221,3 +221,33 @@ def kinds(path: str, keys: list[bytes]) -> set[int]:
     with lmdb.open(path, max_dbs=4) as env, env.begin() as txn:
         items = env.open_db(b"items", txn=txn, create=False)
         return {(txn.get(key, db=items) or b"")[record.HEADER_SIZE] for key in keys}
+
+
+def test_background_training_keeps_compressing_until_the_dictionary_is_ready() -> None:
+    saved: list[int] = []
+    codec = Codec(
+        3,
+        train_samples=300,
+        large_train_bytes=400_000,
+        background=True,
+        on_trained=lambda number, _data: saved.append(number),
+    )
+    payloads = [codec.compress(v) for v in small_docs(300)]
+    # The 300th value handed the sample to the worker; nothing is installed yet.
+    assert not codec.dictionaries and payloads[-1][0] in (RAW, PLAIN)
+    codec.settle()
+    assert set(codec.dictionaries) == {FIRST_DICT} and saved == [FIRST_DICT]
+    later = codec.compress(small_docs(1, start=500)[0])
+    assert later[0] == FIRST_DICT
+    assert [codec.decompress(p) for p in payloads] == small_docs(300)
+
+
+def test_a_finished_background_training_is_picked_up_by_the_next_compress() -> None:
+    codec = Codec(3, train_samples=300, background=True)
+    for value in small_docs(300):
+        codec.compress(value)
+    training = codec._small.training
+    assert training is not None
+    training.result(timeout=60)  # done on the worker thread; not yet installed
+    assert not codec.dictionaries
+    assert codec.compress(small_docs(1, start=900)[0])[0] == FIRST_DICT

@@ -16,8 +16,11 @@ ones and the reverse (measured in bench/compression.py):
   ~3.7x.
 
 Each class trains once, on the values the codec first sees, and from then on
-compresses its values with that dictionary. Training happens inside ``compress``
-(a few hundred milliseconds, once per class).
+compresses its values with that dictionary. Training takes a few hundred
+milliseconds, once per class: a codec made with ``background=True`` (the tiers')
+trains on a worker thread (zstd's trainer releases the GIL, so the node's event loop
+goes on serving) and keeps compressing without the dictionary until a later
+``compress`` finds it ready; otherwise training happens inside ``compress``.
 
 Every payload starts with one byte that says how to read it, so payloads written
 by any version of the codec stay readable: 0 raw (compression did not pay), 1 a
@@ -32,6 +35,7 @@ made once and reused.
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
@@ -52,6 +56,8 @@ MAX_TRAINING_TRIES = 3
 
 OnTrained = Callable[[int, bytes], None]
 _Samples: TypeAlias = list[bytes | bytearray | memoryview]
+#: One worker for every codec of the process: trainings are rare and short.
+_TRAINER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="memcluster-zstd-train")
 
 
 @dataclass
@@ -69,6 +75,7 @@ class _Class:
     tries: int = 0
     number: int = 0  # the dictionary compressing this class (0: none yet)
     compressor: zstandard.ZstdCompressor | None = None
+    training: Future[zstandard.ZstdCompressionDict] | None = None  # on the worker thread
 
     def owns(self, number: int) -> bool:
         return self.first <= number <= self.last
@@ -93,8 +100,10 @@ class Codec:
         train_samples: int = TRAIN_SAMPLES,
         large_train_bytes: int = LARGE_TRAIN_BYTES,
         on_trained: OnTrained | None = None,
+        background: bool = False,
     ) -> None:
         self.level = level
+        self._background = background
         self._plain = zstandard.ZstdCompressor(level=level, write_content_size=True)
         self._decompress_plain = zstandard.ZstdDecompressor()
         self._decompressors: dict[int, zstandard.ZstdDecompressor] = {}
@@ -136,11 +145,13 @@ class Codec:
     def compress(self, value: bytes) -> bytes:
         """The payload for ``value`` (never larger than ``value`` plus one byte)."""
         cls = self._small if len(value) <= SMALL_VALUE else self._large
+        if cls.training is not None and cls.training.done():
+            self._trained(cls, cls.training)
         if cls.compressor is not None:
             frame = cls.compressor.compress(value)
             prefix = cls.number
         else:
-            if cls.samples is not None:
+            if cls.samples is not None and cls.training is None:
                 self._sample(cls, value)
             frame = self._plain.compress(value)
             prefix = PLAIN
@@ -170,8 +181,29 @@ class Codec:
         if not cls.full():
             return
         cls.tries += 1
+        if self._background:
+            cls.training = _TRAINER.submit(
+                zstandard.train_dictionary, cls.dict_size, list(samples), level=self.level
+            )
+            return
+        done: Future[zstandard.ZstdCompressionDict] = Future()
         try:
-            trained = zstandard.train_dictionary(cls.dict_size, samples, level=self.level)
+            done.set_result(zstandard.train_dictionary(cls.dict_size, samples, level=self.level))
+        except zstandard.ZstdError as exc:
+            done.set_exception(exc)
+        self._trained(cls, done)
+
+    def settle(self) -> None:
+        """Wait for trainings on the worker thread and put their dictionaries to use."""
+        for cls in (self._small, self._large):
+            if cls.training is not None:
+                cls.training.exception()  # waits
+                self._trained(cls, cls.training)
+
+    def _trained(self, cls: _Class, outcome: Future[zstandard.ZstdCompressionDict]) -> None:
+        cls.training = None
+        try:
+            trained = outcome.result()
         except zstandard.ZstdError:
             # Too few or too uniform samples: try again with more, then give up.
             if cls.tries >= MAX_TRAINING_TRIES:

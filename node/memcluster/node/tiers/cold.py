@@ -172,7 +172,7 @@ class ColdTier:
         self._touched: dict[bytes, None] = {}  # an ordered set, oldest access first
         self._expiry_next = b""  # where pop_expired resumes
         self._closed = False
-        self._codec = Codec(compression_level, on_trained=self._save_dictionary)
+        self._codec = Codec(compression_level, on_trained=self._save_dictionary, background=True)
         with self._env.begin() as txn:
             counters = txn.get(_COUNTERS_KEY, db=self._meta)
             held, count, seq = _COUNTERS.unpack(counters) if counters else (0, 0, 0)
