@@ -85,6 +85,16 @@ class Core(Generic[V]):
 
     def get_entry(self, key: object, *, consistency: object) -> Op[Entry[V] | None]:
         """Read one item with its metadata."""
+        response = yield from self._get(key, consistency)
+        return wire.decode_entry(response.entry, self.codec)
+
+    def get(self, key: object, *, consistency: object) -> Op[V | None]:
+        """Read one value."""
+        response = yield from self._get(key, consistency)
+        entry = response.entry
+        return self.codec.decode(entry.value) if entry.found else None
+
+    def _get(self, key: object, consistency: object) -> Op[node_pb2.GetResponse]:
         k = wire.encode_key(key)
         level = self._read_level(consistency)
         response: node_pb2.GetResponse = yield from self._one(
@@ -93,12 +103,7 @@ class Core(Generic[V]):
             lambda epoch: node_pb2.GetRequest(key=k, consistency=level, epoch=epoch),
             read=True,
         )
-        return wire.decode_entry(response.entry, self.codec)
-
-    def get(self, key: object, *, consistency: object) -> Op[V | None]:
-        """Read one value."""
-        entry = yield from self.get_entry(key, consistency=consistency)
-        return None if entry is None else entry.value
+        return response
 
     def delete(self, key: object, *, consistency: object) -> Op[bool]:
         """Delete one item; True when it existed."""
@@ -228,10 +233,7 @@ class Core(Generic[V]):
         self, method: str, key: bytes, build: Callable[[int], Message], *, read: bool = False
     ) -> Op[Any]:
         """One keyed request; ``build(epoch)`` makes it afresh for every attempt."""
-        [(_, response)] = yield from self.dispatch.keyed(
-            method, (key,), _same, lambda _batch, epoch: build(epoch), read=read
-        )
-        return response
+        return (yield from self.dispatch.single(method, key, build, read=read))
 
     def _read_level(self, consistency: object) -> items_pb2.Consistency.ValueType:
         return _level(consistency, self.options.read_consistency)

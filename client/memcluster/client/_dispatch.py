@@ -47,6 +47,10 @@ _WRITE_FAILOVER: tuple[type[MemclusterError], ...] = (Unavailable,)
 _Failure: TypeAlias = tuple[str, Sequence[T], MemclusterError, grpc.RpcError]
 
 
+def _key(key: bytes) -> bytes:
+    return key
+
+
 class Dispatcher:
     """Routes, sends, retries and refreshes for the core (see the module doc)."""
 
@@ -187,6 +191,37 @@ class Dispatcher:
                 yield Sleep(self.retry.delay(retries))
             retries += 1
         return answered
+
+    def single(
+        self, method: str, key: bytes, build: Callable[[int], Message], *, read: bool
+    ) -> Op[Any]:
+        """``keyed`` for one key, without the batch bookkeeping (the single-key hot path).
+
+        The same rounds, failover, refresh and backoff as ``keyed``; returns the response.
+        """
+        failover = _READ_FAILOVER if read else _WRITE_FAILOVER
+        failed: set[str] = set()
+        retries = redirects = 0
+        router, timeout = self.router, self.options.timeout
+        while True:
+            if self._stale:
+                yield from self.ready()
+            address = self._target(router.replicas(key), failed)
+            try:
+                response = yield Call(address, "Node", method, build(router.epoch), timeout)
+            except grpc.RpcError as exc:
+                failure: _Failure[bytes] = (address, (key,), from_rpc_error(exc), exc)
+            else:
+                if self._suspects:
+                    self._suspects.pop(address, None)
+                self._observe(address, response.epoch)
+                return response
+            redirects = redirects + 1 if failure[2].refresh_routing else 0
+            routed_by = router.epoch
+            yield from self._recover([failure], retries, redirects, failed, failover)
+            if router.epoch == routed_by and self._goes_back([failure], _key, failed):
+                yield Sleep(self.retry.delay(retries))
+            retries += 1
 
     def _recover(
         self,

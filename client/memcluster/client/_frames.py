@@ -29,6 +29,7 @@ from memcluster.common.frames import (
     MAX_ID,
     OK,
     PREAMBLE,
+    READ_SIZE,
     FrameError,
     FrameReader,
     frame,
@@ -41,7 +42,6 @@ RECHECK_SECONDS = 30.0
 #: Idle sockets kept per node by the blocking client.
 POOL_SIZE = 8
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
-_RECV = 256 * 1024
 
 
 class FrameRpcError(grpc.RpcError):
@@ -175,7 +175,7 @@ class SyncConnection:
             if remaining <= 0:
                 raise TimeoutError
             self._sock.settimeout(remaining)
-            data = self._sock.recv(_RECV)
+            data = self._sock.recv(READ_SIZE)
             if not data:
                 raise ConnectionResetError("the node closed the connection")
             try:
@@ -312,7 +312,7 @@ class SyncExchange:
 # -- asyncio -------------------------------------------------------------------------
 
 
-class _AsyncProtocol(asyncio.Protocol):
+class _AsyncProtocol(asyncio.BufferedProtocol):
     def __init__(self, owner: AsyncConnection) -> None:
         self._owner = owner
 
@@ -321,8 +321,11 @@ class _AsyncProtocol(asyncio.Protocol):
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-    def data_received(self, data: bytes) -> None:
-        self._owner.received(data)
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._owner.read_buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._owner.received(self._owner.read_buffer[:nbytes])
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._owner.lost(exc)
@@ -338,6 +341,7 @@ class AsyncConnection:
         self._transport: asyncio.Transport | None = None
         self._pending: dict[int, asyncio.Future[tuple[int, bytes]]] = {}
         self._next_id = 0
+        self.read_buffer = self._reader.read_buffer
 
     async def open(self, seconds: float) -> None:
         """Connect within ``seconds`` (raises OSError or TimeoutError)."""
@@ -369,7 +373,7 @@ class AsyncConnection:
             self._pending.pop(frame_id, None)
         return decode_answer(method, kind, body)
 
-    def received(self, data: bytes) -> None:
+    def received(self, data: bytes | memoryview) -> None:
         """Resolve the requests whose answers arrived."""
         try:
             frames = self._reader.feed(data)

@@ -40,6 +40,10 @@ HEADER_SIZE = HEADER.size
 OK = 0
 ERROR = 1
 MAX_ID = (1 << 32) - 1
+#: Bytes read from a socket at a time. Not more: CPython allocates a read's whole size
+#: up front, and past glibc's mmap threshold (128 KiB) each read maps and unmaps fresh
+#: pages (asyncio's 256 KiB default costs ~20 us a read; 64 KiB ~2 us).
+READ_SIZE = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,13 +84,18 @@ def frame(frame_id: int, kind: int, body: bytes) -> bytes:
 
 
 class FrameReader:
-    """Splits a byte stream into frames, whatever the chunks it arrives in."""
+    """Splits a byte stream into frames, whatever the chunks it arrives in.
+
+    ``read_buffer`` is a fixed scratch buffer for asyncio's BufferedProtocol: the event
+    loop reads into it (no allocation per read) and ``feed`` takes the bytes read.
+    """
 
     def __init__(self, max_body: int) -> None:
         self.max_body = max_body
         self._buffer = bytearray()
+        self.read_buffer = memoryview(bytearray(READ_SIZE))
 
-    def feed(self, data: bytes) -> list[tuple[int, int, bytes]]:
+    def feed(self, data: bytes | memoryview) -> list[tuple[int, int, bytes]]:
         """Take ``data``; return the frames it completed as (id, kind, body)."""
         buffer = self._buffer
         buffer += data

@@ -85,7 +85,7 @@ class FramesServer:
         return _Connection(self)
 
 
-class _Connection(asyncio.Protocol):
+class _Connection(asyncio.BufferedProtocol):
     def __init__(self, server: FramesServer) -> None:
         self._server = server
         self._reader = FrameReader(server._max_body)
@@ -96,7 +96,7 @@ class _Connection(asyncio.Protocol):
         self._paused_writing = False
         self._paused_reading = False
 
-    # -- asyncio.Protocol ------------------------------------------------------
+    # -- asyncio.BufferedProtocol (reads land in one reused buffer) ----------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
@@ -120,7 +120,13 @@ class _Connection(asyncio.Protocol):
         self._paused_writing = False
         self._update_reading()
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._reader.read_buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._received(self._reader.read_buffer[:nbytes])
+
+    def _received(self, data: bytes | memoryview) -> None:
         if not self._greeted:
             data = self._greet(data)
             if not data:
@@ -149,7 +155,7 @@ class _Connection(asyncio.Protocol):
         if self._transport is not None:
             self._transport.close()
 
-    def _greet(self, data: bytes) -> bytes:
+    def _greet(self, data: bytes | memoryview) -> bytes | memoryview:
         # The preamble is tiny and first: it arrives whole in practice, but a client
         # may send it in pieces, so buffer until there are enough bytes to judge.
         self._preamble += data
