@@ -61,6 +61,7 @@ _LFU_AT = 25
 _KLEN_AT = 30
 _ACCESS = struct.Struct("<I")
 _KLEN = struct.Struct("<H")
+_RANK = struct.Struct("<18xIhxB")  # access, priority, lfu
 _HANDLE = struct.Struct("<Q")
 TOMBSTONE = 0x01  # the item's own flag, stored for the tier
 _BIG = 0x40
@@ -107,6 +108,8 @@ class Arena:
         self._live = [0]
         self._min_access = [0]
         self._min_expiry = [0]  # 0: no record with an expiry
+        self._born = [0]  # when each segment was opened, in segments opened so far
+        self._opened = 0
         self._free_numbers: list[int] = []
         self._spare: list[mmap.mmap] = []
         self._head = 0
@@ -121,6 +124,8 @@ class Arena:
         self._evac_off = 0
         self._exp_seg = 0
         self._exp_off = 0
+        self._hand = 0  # the eviction hand: a segment walked in order of opening
+        self._hand_off = 0
         #: Segments emptied by evacuation (compaction or idle walk) since the start.
         self.evacuated = 0
 
@@ -260,7 +265,7 @@ class Arena:
                         seg[off + end : off + end + size] = payload
                         self._note(seg_no, access, expires)
                         return
-                    self._kill(loc)
+                    self._kill(loc, old)
                     replaced = True
                     break
             pos = (pos + 1) & mask
@@ -273,12 +278,37 @@ class Arena:
             if shard.count > shard.limit:
                 self._grow(shard)
 
-    def remove(self, key: bytes, loc: int = 0) -> Removed | None:
-        """Remove ``key``'s record (at ``loc`` when the caller knows it)."""
-        if not loc:
-            loc = self.find(key)
-            if not loc:
+    def remove(self, key: bytes) -> Removed | None:
+        """Remove ``key``'s record."""
+        tag = (hash(key) & _M64) >> LOC_BITS
+        shard = self._dir[tag >> self._dir_shift]
+        slots = shard.slots
+        mask = shard.mask
+        pos = (tag >> shard.shift) & mask
+        segs = self._segs
+        probe = b""
+        end = HEADER_SIZE + len(key)
+        while True:
+            slot = slots[pos]
+            if not slot:
                 return None
+            if slot >> LOC_BITS == tag:
+                loc = slot & LOC_MASK
+                off = loc & OFFSET_MASK
+                if not probe:
+                    probe = _KLEN.pack(len(key)) + key
+                if segs[loc >> SEGMENT_BITS][off + _KLEN_AT : off + end] == probe:
+                    self._unslot(shard, pos)
+                    meta, value = self._take(loc)
+                    return key, meta, value
+            pos = (pos + 1) & mask
+
+    def remove_at(self, loc: int) -> Removed:
+        """Remove the record at ``loc`` (from ``sample``, say)."""
+        seg = self._segs[loc >> SEGMENT_BITS]
+        off = loc & OFFSET_MASK
+        klen = _KLEN.unpack_from(seg, off + _KLEN_AT)[0]
+        key = seg[off + HEADER_SIZE : off + HEADER_SIZE + klen]
         tag = (hash(key) & _M64) >> LOC_BITS
         shard = self._dir[tag >> self._dir_shift]
         slots = shard.slots
@@ -287,13 +317,10 @@ class Arena:
         wanted = (tag << LOC_BITS) | loc
         while slots[pos] != wanted:
             if not slots[pos]:
-                return None
+                raise LookupError(f"no live record at location {loc:#x}")
             pos = (pos + 1) & mask
         self._unslot(shard, pos)
-        meta = self.meta(loc)
-        value = self.payload(loc, meta)
-        self._kill(loc)
-        self._count -= 1
+        meta, value = self._take(loc)
         return key, meta, value
 
     def clear(self) -> None:
@@ -305,34 +332,73 @@ class Arena:
 
     # -- sampling and walks --------------------------------------------------------
 
-    def sample(self, count: int, randrange: Callable[[int], int]) -> list[int]:
-        """About ``count`` distinct record locations drawn at random (all when there are
-        no more than ``count``): runs of occupied slots from random starting points."""
+    def sample(self, count: int, random: Callable[[], float]) -> list[tuple[int, int, int, int]]:
+        """About ``count`` records drawn at random (all when there are no more than
+        ``count``), as (priority, access, lfu, location): the fields eviction ranks by.
+
+        Slots hold records in hash order, which is independent of access times and
+        priorities, so the occupied slots that follow one random position are as good a
+        sample as separate draws, and far cheaper to collect.
+        """
         if count >= self._count:
-            return [slot & LOC_MASK for slot in self._slots()]
-        found: set[int] = set()
-        directory = self._dir
-        for _attempt in range(4 * count):
-            shard = directory[randrange(len(directory))]
-            if not shard.count:
-                continue
-            slots = shard.slots
-            mask = shard.mask
-            pos = randrange(mask + 1)
-            run = 0
-            for _ in range(mask + 1):
-                slot = slots[pos]
-                if slot:
-                    found.add(slot & LOC_MASK)
-                    run += 1
-                    if run >= 8:
-                        break
-                elif run:
+            found = [slot & LOC_MASK for slot in self._slots()]
+        else:
+            directory = self._dir
+            index = int(random() * len(directory))
+            shard = directory[index]
+            pos = int(random() * (shard.mask + 1))
+            found = []
+            while len(found) < count:
+                # At the index's load (37-75%), twice the shortfall in slots is about enough.
+                end = pos + 2 * (count - len(found)) + 8
+                found += [slot & LOC_MASK for slot in shard.slots[pos:end] if slot]
+                pos = end
+                if pos > shard.mask:
+                    while directory[index] is shard:  # the next shard, not another alias
+                        index = (index + 1) % len(directory)
+                        if not index and len(directory) == 1:
+                            break
+                    shard = directory[index]
+                    pos = 0
+        segs = self._segs
+        rank = _RANK.unpack_from
+        return [
+            (priority, access, lfu, loc)
+            for loc in found
+            for access, priority, lfu in (rank(segs[loc >> SEGMENT_BITS], loc & OFFSET_MASK),)
+        ]
+
+    def sweep(self, count: int) -> list[tuple[int, int, int, int]]:
+        """The next ``count`` live records under the eviction hand, as ``sample`` gives them.
+
+        The hand walks segments in the order they were opened, oldest first, wrapping
+        around: records written long ago and not rewritten since are there. Eviction
+        ranks these beside random samples, so that its victims cluster in old segments,
+        which then empty out and are unmapped without any copying (victims scattered at
+        random would leave holes everywhere for compaction to copy around).
+        """
+        found: list[tuple[int, int, int, int]] = []
+        for _segment in range(3):
+            seg_no = self._hand
+            if not seg_no:
+                seg_no = self._hand = self._next_born(0)
+                self._hand_off = 0
+                if not seg_no:
                     break
-                pos = (pos + 1) & mask
+            seg = self._segs[seg_no]
+            off = self._hand_off
+            used = self._used[seg_no]
+            while off < used and len(found) < count:
+                meta = _unpack_from(seg, off)
+                if not meta[5] & _DEAD:
+                    found.append((meta[4], meta[3], meta[6], (seg_no << SEGMENT_BITS) | off))
+                off += HEADER_SIZE + meta[8] + meta[7]
+            self._hand_off = off
             if len(found) >= count:
                 break
-        return list(found)
+            self._hand = self._next_born(self._born[seg_no])
+            self._hand_off = 0
+        return found
 
     def pop_idle(self, cutoff: int, limit: int, budget: int) -> list[Removed]:
         """Remove and return up to ``limit`` records last accessed at or before ``cutoff``.
@@ -371,7 +437,7 @@ class Arena:
             off = self._exp_off
             used = self._used[seg_no]
             earliest = self._min_expiry[seg_no]  # includes records appended since the start
-            due: list[tuple[bytes, int]] = []
+            due: list[int] = []
             while off < used and len(removed) + len(due) < limit and budget > 0:
                 budget -= 1
                 meta = _unpack_from(seg, off)
@@ -379,8 +445,7 @@ class Arena:
                 expires = meta[2]
                 if expires and not meta[5] & _DEAD:
                     if expires <= now_ms:
-                        key = seg[off + HEADER_SIZE : off + HEADER_SIZE + klen]
-                        due.append((key, (seg_no << SEGMENT_BITS) | off))
+                        due.append((seg_no << SEGMENT_BITS) | off)
                     elif not earliest or expires < earliest:
                         earliest = expires
                 off += HEADER_SIZE + klen + meta[7]
@@ -388,10 +453,8 @@ class Arena:
             self._min_expiry[seg_no] = earliest
             if off >= used:
                 self._exp_seg = 0
-            for key, loc in due:  # the last removal may release the segment
-                gone = self.remove(key, loc)
-                assert gone is not None
-                removed.append(gone)
+            # Removed after the walk: the last removal may release the segment.
+            removed += [self.remove_at(loc) for loc in due]
         return removed
 
     def compact(self, budget: int) -> None:
@@ -454,12 +517,26 @@ class Arena:
         if expires and (not self._min_expiry[seg_no] or expires < self._min_expiry[seg_no]):
             self._min_expiry[seg_no] = expires
 
-    def _kill(self, loc: int) -> Meta:
-        """Mark the record at ``loc`` dead (its slot is the caller's business)."""
+    def _take(self, loc: int) -> tuple[Meta, bytes]:
+        """Header and payload of the record at ``loc``, marked dead (its slot already gone)."""
+        seg = self._segs[loc >> SEGMENT_BITS]
+        off = loc & OFFSET_MASK
+        meta: Meta = _unpack_from(seg, off)
+        start = off + HEADER_SIZE + meta[8]
+        if meta[5] & _BIG:
+            value = self._big[_HANDLE.unpack_from(seg, start)[0]]
+        else:
+            value = seg[start : start + meta[7]]
+        self._kill(loc, meta)
+        self._count -= 1
+        return meta, value
+
+    def _kill(self, loc: int, meta: Meta) -> None:
+        """Mark the record at ``loc``, whose header is ``meta``, dead (its slot is the
+        caller's business)."""
         seg_no = loc >> SEGMENT_BITS
         seg = self._segs[seg_no]
         off = loc & OFFSET_MASK
-        meta: Meta = _unpack_from(seg, off)
         flags = meta[5]
         seg[off + _FLAGS_AT] = flags | _DEAD
         if flags & _BIG:
@@ -470,7 +547,6 @@ class Arena:
         self._live_bytes -= length
         if not self._live[seg_no] and seg_no not in (self._head, self._evac):
             self._release(seg_no)
-        return meta
 
     def _open_head(self) -> None:
         seg = self._spare.pop() if self._spare else mmap.mmap(-1, SEGMENT, flags=mmap.MAP_PRIVATE)
@@ -486,8 +562,11 @@ class Arena:
             self._live.append(0)
             self._min_access.append(0)
             self._min_expiry.append(0)
+            self._born.append(0)
         self._used[seg_no] = self._live[seg_no] = self._min_expiry[seg_no] = 0
         self._min_access[seg_no] = 1 << 32
+        self._opened += 1
+        self._born[seg_no] = self._opened
         old = self._head
         self._head, self._head_off = seg_no, 0
         if old and not self._live[old] and old != self._evac:
@@ -501,6 +580,8 @@ class Arena:
         self._free_numbers.append(seg_no)
         if self._exp_seg == seg_no:
             self._exp_seg = 0
+        if self._hand == seg_no:
+            self._hand = 0
         if len(self._spare) < SPARE_SEGMENTS:
             self._spare.append(seg)
         else:
@@ -534,9 +615,7 @@ class Arena:
                 loc = (seg_no << SEGMENT_BITS) | off
                 key = seg[off + HEADER_SIZE : off + HEADER_SIZE + klen]
                 if meta[3] <= cutoff:
-                    gone = self.remove(key, loc)
-                    assert gone is not None
-                    removed.append(gone)
+                    removed.append(self.remove_at(loc))
                     taken += 1
                 else:
                     self._move(key, loc, seg[off : off + length], meta)
@@ -562,6 +641,9 @@ class Arena:
         self._used_bytes += length
         self._note(seg_no, meta[3], meta[2])
         old_seg = loc >> SEGMENT_BITS
+        old = self._segs[old_seg]
+        flags_at = (loc & OFFSET_MASK) + _FLAGS_AT
+        old[flags_at] = old[flags_at] | _DEAD  # the eviction hand may pass here before release
         self._live[old_seg] -= length
         tag = (hash(key) & _M64) >> LOC_BITS
         shard = self._dir[tag >> self._dir_shift]
@@ -572,6 +654,19 @@ class Arena:
         while slots[pos] != wanted:
             pos = (pos + 1) & mask
         slots[pos] = (tag << LOC_BITS) | (seg_no << SEGMENT_BITS) | off
+
+    def _next_born(self, after: int) -> int:
+        """The segment opened first after the one opened ``after`` (wrapping around)."""
+        best = first = 0
+        for seg_no, seg in enumerate(self._segs):
+            if seg is _ABSENT or not self._live[seg_no]:
+                continue
+            born = self._born[seg_no]
+            if born > after and (not best or born < self._born[best]):
+                best = seg_no
+            if not first or born < self._born[first]:
+                first = seg_no
+        return best or first
 
     def _oldest_access_segment(self) -> int:
         best = 0
