@@ -185,6 +185,36 @@ class Arena:
                     return loc
             pos = (pos + 1) & mask
 
+    def read(self, key: bytes) -> tuple[int, Meta, bytes] | None:
+        """``key``'s record as (location, header, payload): ``find``, ``meta`` and
+        ``payload`` in one call, for the read path."""
+        tag = (hash(key) & _M64) >> LOC_BITS
+        shard = self._dir[tag >> self._dir_shift]
+        slots = shard.slots
+        mask = shard.mask
+        pos = (tag >> shard.shift) & mask
+        segs = self._segs
+        probe = b""
+        klen = len(key)
+        end = HEADER_SIZE + klen
+        while True:
+            slot = slots[pos]
+            if not slot:
+                return None
+            if slot >> LOC_BITS == tag:
+                loc = slot & LOC_MASK
+                seg = segs[loc >> SEGMENT_BITS]
+                off = loc & OFFSET_MASK
+                if not probe:
+                    probe = _KLEN.pack(klen) + key
+                if seg[off + _KLEN_AT : off + end] == probe:
+                    meta: Meta = _unpack_from(seg, off)
+                    start = off + end
+                    if meta[5] & _BIG:
+                        return loc, meta, self._big[_HANDLE.unpack_from(seg, start)[0]]
+                    return loc, meta, seg[start : start + meta[7]]
+            pos = (pos + 1) & mask
+
     def meta(self, loc: int) -> Meta:
         """The header of the record at ``loc``: version, origin, expires_ms, access,
         priority, flags, lfu, stored size, key length."""

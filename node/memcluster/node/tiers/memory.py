@@ -4,13 +4,16 @@ Both keep their records in an ``Arena`` (arena.py): packed into memory maps behi
 an index of 64-bit slots, because one Python object per item would cost more than
 a small value. This module holds the policy; the arena holds the bytes.
 
-Eviction is sampled, as Redis does, since the arena keeps no recency order: it draws
-several times as many random records as it must remove and removes the least
-valuable of them, lowest priority first, then least recently used (LRU) or least
-used (LFU: Redis's logarithmic counter with time decay). The access time (whole
-seconds) and the counter live in each record's header and are updated in place. A
-tier with fewer items than the sample is ranked whole, so small tiers evict exactly.
-Evictions run in batches a little below capacity so that sampling is amortised.
+Eviction is sampled, as Redis does, since the arena keeps no recency order: it ranks
+several times as many candidates as it must remove and removes the least valuable,
+lowest priority first, then least recently used (LRU) or least used (LFU: Redis's
+logarithmic counter with time decay). The access time (whole seconds) and the counter
+live in each record's header and are updated in place. Candidates are random draws
+plus the records under the arena's eviction hand, which walks segments oldest first:
+victims then cluster in old segments, which empty and are unmapped without copying.
+A tier with fewer items than the sample is ranked whole, so small tiers evict
+exactly. Evictions run in batches a little below capacity so that ranking is
+amortised.
 
 Idle demotion and expiry are the arena's bounded walks over the segments that can
 hold something due; reads do not check expiry (the store does, and removes what it
@@ -42,7 +45,10 @@ EVICTION_RANDOM = 1  # records drawn at random per record evicted ...
 EVICTION_SWEPT = 3  # ... and taken from under the arena's eviction hand (see Arena.sweep)
 EVICTION_BATCH = 64  # evict about this many items below capacity at once
 LOW_WATERMARK = 0.99  # ... but never more than down to this fraction of capacity
-WALK_BUDGET = 16  # records examined per record asked for by pop_idle / pop_expired
+#: Records examined per record asked for by pop_idle / pop_expired: a cleanup step of
+#: 1,000 stays within a few milliseconds; a step that finds fewer ends the cleanup
+#: round, and the next round resumes where the walk stopped.
+WALK_BUDGET = 4
 LFU_INIT = 5  # new items start warm enough not to be evicted at once (as Redis)
 LFU_LOG_FACTOR = 10
 LFU_DECAY_SECONDS = 60.0  # the counter drops by one per idle minute
@@ -98,11 +104,10 @@ class MemoryTier:
 
     def get(self, key: bytes, now: float) -> Item | None:
         """The item, its access time refreshed (its LFU counter bumped)."""
-        arena = self._arena
-        loc = arena.find(key)
-        if not loc:
+        found = self._arena.read(key)
+        if found is None:
             return None
-        meta = arena.meta(loc)
+        loc, meta, payload = found
         version, origin, expires_ms, access, priority, flags, lfu, _size, _klen = meta
         now_s = int(now)
         if self.eviction == "lfu":
@@ -110,24 +115,15 @@ class MemoryTier:
         else:
             counter = lfu
         if counter != lfu or now_s - access >= ACCESS_GRANULARITY:
-            arena.set_access(loc, now_s, counter)
+            self._arena.set_access(loc, now_s, counter)
         return Item(
-            self._decode(arena.payload(loc, meta)),
-            version,
-            origin,
-            expires_ms,
-            priority,
-            bool(flags & TOMBSTONE),
+            self._decode(payload), version, origin, expires_ms, priority, bool(flags & TOMBSTONE)
         )
 
     def peek(self, key: bytes) -> Item | None:
         """The item without counting an access."""
-        arena = self._arena
-        loc = arena.find(key)
-        if not loc:
-            return None
-        meta = arena.meta(loc)
-        return self._item(meta, arena.payload(loc, meta))
+        found = self._arena.read(key)
+        return None if found is None else self._item(found[1], found[2])
 
     def put(self, key: bytes, item: Item, now: float) -> None:
         """Store ``item``, replacing any earlier entry; the caller evicts overflow."""
