@@ -8,6 +8,8 @@ figures do not depend on what the benchmark process allocated before. The child
 runs twice: once measuring RSS growth (psutil) and the tier's own accounting
 (``bytes_held``), once under tracemalloc (which slows allocation and costs memory
 of its own, hence a run of its own) for the bytes Python actually asked for.
+tracemalloc sees only Python's allocator: the tier's records live in anonymous
+memory maps, which it does not trace, so RSS growth is the figure to compare.
 """
 
 from __future__ import annotations
