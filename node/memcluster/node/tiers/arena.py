@@ -14,8 +14,10 @@ record is appended at the head segment; a removed one leaves dead bytes, a segme
 whose records are all dead is unmapped at once, and when dead bytes pass
 ``COMPACT_DEAD`` of the log the sparsest segment is evacuated (live records copied to
 the head) a few records per write. Dead space therefore stays bounded without any
-pause: ``bytes_held`` counts live records and the index, the maps hold at most about
-``1 / (1 - COMPACT_DEAD)`` of that plus one partly filled segment.
+pause: the tier's ``bytes_held`` counts live records and an index share, and the
+maps hold at most about ``1 / (1 - COMPACT_DEAD)`` of the live records plus a couple
+of segments. An eviction hand walks segments oldest first (``sweep``) so that
+eviction can pick its victims where they empty whole segments.
 
 The index is extendible hashing over small open-addressing shards (linear probing,
 backward-shift deletion). A slot holds the top ``TAG_BITS`` of the key's hash beside
