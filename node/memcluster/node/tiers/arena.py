@@ -44,6 +44,7 @@ SEGMENT = 1 << SEGMENT_BITS  # bytes per memory map
 BIG_PAYLOAD = 64 * 1024  # larger payloads are kept as separate bytes objects
 COMPACT_DEAD = 0.2  # evacuate segments once this fraction of the log is dead
 COMPACT_WORK = 4  # bytes copied per byte written while compacting (keeps up at 20% dead)
+SPARSE = 0.25  # a segment this empty is evacuated whatever the dead total: copying is cheap
 SPARE_SEGMENTS = 2  # emptied maps kept for reuse instead of unmapped
 TAG_BITS = 28
 LOC_BITS = 64 - TAG_BITS  # segment number and offset: 2 ** 16 segments (64 GiB)
@@ -126,6 +127,7 @@ class Arena:
         self._evac_off = 0
         self._exp_seg = 0
         self._exp_off = 0
+        self._sparse: list[int] = []  # segments that fell under SPARSE (checked when taken)
         self._hand = 0  # the eviction hand: a segment walked in order of opening
         self._hand_off = 0
         #: Segments emptied by evacuation (compaction or idle walk) since the start.
@@ -490,12 +492,21 @@ class Arena:
         return removed
 
     def compact(self, budget: int) -> None:
-        """Copy about ``budget`` bytes of live records out of the sparsest segments."""
-        while budget > 0 and self.dead_bytes > max(COMPACT_DEAD * self._used_bytes, 2 * SEGMENT):
+        """Copy about ``budget`` bytes of live records out of nearly empty segments, or
+        out of the sparsest ones while dead bytes exceed ``COMPACT_DEAD``."""
+        while budget > 0 and (
+            self._evac
+            or self._sparse
+            or self.dead_bytes > max(COMPACT_DEAD * self._used_bytes, 2 * SEGMENT)
+        ):
             if not self._evac:
-                seg_no = self._sparsest_segment()
+                seg_no = self._next_sparse()
                 if not seg_no:
-                    return
+                    if self.dead_bytes <= max(COMPACT_DEAD * self._used_bytes, 2 * SEGMENT):
+                        return
+                    seg_no = self._sparsest_segment()
+                    if not seg_no:
+                        return
                 self._start_evacuation(seg_no)
             average = self._live_bytes // (self._count or 1) + 1
             budget -= self._evacuate(budget // average + 1, -1, 0, []) * average
@@ -539,7 +550,11 @@ class Arena:
         self._live_bytes += length
         self._used_bytes += length
         self._note(seg_no, access, expires)
-        if self._used_bytes - self._live_bytes > COMPACT_DEAD * self._used_bytes:
+        if (
+            self._evac
+            or self._sparse
+            or self._used_bytes - self._live_bytes > COMPACT_DEAD * self._used_bytes
+        ):
             self.compact(COMPACT_WORK * length)
         return (seg_no << SEGMENT_BITS) | off
 
@@ -575,10 +590,13 @@ class Arena:
             handle = _HANDLE.unpack_from(seg, off + HEADER_SIZE + meta[8])[0]
             self._big_bytes -= len(self._big.pop(handle))
         length = HEADER_SIZE + meta[8] + meta[7]
-        self._live[seg_no] -= length
+        live = self._live[seg_no] = self._live[seg_no] - length
         self._live_bytes -= length
-        if not self._live[seg_no] and seg_no not in (self._head, self._evac):
-            self._release(seg_no)
+        if not live:
+            if seg_no not in (self._head, self._evac):
+                self._release(seg_no)
+        elif live < SPARSE * self._used[seg_no] <= live + length and seg_no != self._head:
+            self._sparse.append(seg_no)  # just crossed: cheap to evacuate
 
     def _open_head(self) -> None:
         seg = self._spare.pop() if self._spare else mmap.mmap(-1, SEGMENT, flags=mmap.MAP_PRIVATE)
@@ -715,6 +733,19 @@ class Arena:
         for seg_no, seg in enumerate(self._segs):
             earliest = self._min_expiry[seg_no]
             if seg is not _ABSENT and earliest and earliest <= now_ms and self._live[seg_no]:
+                return seg_no
+        return 0
+
+    def _next_sparse(self) -> int:
+        """A segment that fell under ``SPARSE`` of live bytes and still is, if any."""
+        while self._sparse:
+            seg_no = self._sparse.pop()
+            used = self._used[seg_no]
+            if (
+                self._segs[seg_no] is not _ABSENT
+                and seg_no != self._head
+                and 0 < self._live[seg_no] < SPARSE * used
+            ):
                 return seg_no
         return 0
 

@@ -41,8 +41,10 @@ from memcluster.node.tiers.codec import Codec
 INDEX_SHARE = 16
 #: Bytes charged per payload kept as its own bytes object (see arena.BIG_PAYLOAD).
 BIG_OVERHEAD = 33
-EVICTION_RANDOM = 1  # records drawn at random per record evicted ...
-EVICTION_SWEPT = 3  # ... and taken from under the arena's eviction hand (see Arena.sweep)
+EVICTION_RANDOM = 2  # records drawn at random per record evicted ...
+#: ... and taken from under the arena's eviction hand (see Arena.sweep): one, so that
+#: the hand moves no faster than eviction and leaves emptied segments behind it.
+EVICTION_SWEPT = 1
 EVICTION_BATCH = 64  # evict about this many items below capacity at once
 LOW_WATERMARK = 0.99  # ... but never more than down to this fraction of capacity
 #: Records examined per record asked for by pop_idle / pop_expired: a cleanup step of
