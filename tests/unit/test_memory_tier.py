@@ -64,9 +64,12 @@ def test_warm_tier_compresses_and_trains_a_dictionary() -> None:
         json.dumps({"id": i, "user": f"user{i}", "email": f"user{i}@example.com", "active": True})
         for i in range(3000)
     ]
-    for i, doc in enumerate(docs):
+    for i, doc in enumerate(docs[:2000]):
         tier.put(f"k{i}".encode(), Item(doc.encode(), i + 1), NOW)
+    tier.codec.settle()  # the 2000th value sent the sample to the worker thread
     assert tier.codec.dictionaries, "enough small values train a dictionary"
+    for i, doc in enumerate(docs[2000:], start=2000):
+        tier.put(f"k{i}".encode(), Item(doc.encode(), i + 1), NOW)
     raw = sum(len(d) for d in docs)
     arena = tier._arena
     stored = sum(arena.meta(arena.find(f"k{i}".encode()))[7] for i in range(2000, 3000))

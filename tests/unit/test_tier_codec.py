@@ -5,7 +5,9 @@ from __future__ import annotations
 import functools
 import json
 import random
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import lmdb
 import pytest
@@ -189,18 +191,15 @@ def test_a_cold_tier_written_with_only_the_small_dictionary_reads_and_upgrades(
     values = {b"s%d" % i: v for i, v in enumerate(small)} | {
         b"l%d" % i: v for i, v in enumerate(large[:100])
     }
-    # The earlier codec: a small dictionary, large values in plain frames.
-    monkeypatch.setattr(
-        "memcluster.node.tiers.cold.Codec", functools.partial(Codec, large_train_bytes=1 << 62)
-    )
+    # The earlier codec: a small dictionary, large values in plain frames. Training
+    # inline (not on the worker thread) fixes which records use which dictionary.
+    monkeypatch.setattr("memcluster.node.tiers.cold.Codec", inline_codec(large_train_bytes=1 << 62))
     tier = ColdTier(path, GiB)
     for key, value in values.items():
         tier.put(key, Item(value, 1), NOW)
     tier.close()
     assert kinds(path, [b"l0", b"l99"]) == {PLAIN} and kinds(path, [b"s2099"]) == {FIRST_DICT}
-    monkeypatch.setattr(
-        "memcluster.node.tiers.cold.Codec", functools.partial(Codec, large_train_bytes=400_000)
-    )
+    monkeypatch.setattr("memcluster.node.tiers.cold.Codec", inline_codec(large_train_bytes=400_000))
     tier = ColdTier(path, GiB)
     assert {key: tier.peek(key) for key in values} == {k: Item(v, 1) for k, v in values.items()}
     more = {b"m%d" % i: v for i, v in enumerate(large[100:])}
@@ -214,6 +213,15 @@ def test_a_cold_tier_written_with_only_the_small_dictionary_reads_and_upgrades(
         k: Item(v, 1) for k, v in everything.items()
     }
     tier.close()
+
+
+def inline_codec(**overrides: Any) -> Callable[..., Codec]:
+    """A Codec factory for ColdTier that trains inside compress, with ``overrides``."""
+
+    def make(*args: Any, **kwargs: Any) -> Codec:
+        return Codec(*args, **{**kwargs, **overrides, "background": False})
+
+    return make
 
 
 def kinds(path: str, keys: list[bytes]) -> set[int]:

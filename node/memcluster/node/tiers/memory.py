@@ -263,7 +263,7 @@ class WarmTier(MemoryTier):
         rng: random.Random | None = None,
     ) -> None:
         super().__init__(capacity, ttl=ttl, eviction=eviction, rng=rng)
-        self.codec = Codec(compression_level)
+        self.codec = Codec(compression_level, background=True)
 
     def _encode(self, value: bytes) -> bytes:
         return self.codec.compress(value)
