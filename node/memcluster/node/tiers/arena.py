@@ -311,6 +311,13 @@ class Arena:
             shard.count += 1
             if shard.count > shard.limit:
                 self._grow(shard)
+        # Only now that the new record is indexed may compaction move it.
+        if (
+            self._evac
+            or self._sparse
+            or self._used_bytes - self._live_bytes > COMPACT_DEAD * self._used_bytes
+        ):
+            self.compact(COMPACT_WORK * (HEADER_SIZE + klen + len(payload)))
 
     def remove(self, key: bytes) -> Removed | None:
         """Remove ``key``'s record."""
@@ -550,12 +557,6 @@ class Arena:
         self._live_bytes += length
         self._used_bytes += length
         self._note(seg_no, access, expires)
-        if (
-            self._evac
-            or self._sparse
-            or self._used_bytes - self._live_bytes > COMPACT_DEAD * self._used_bytes
-        ):
-            self.compact(COMPACT_WORK * length)
         return (seg_no << SEGMENT_BITS) | off
 
     def _note(self, seg_no: int, access: int, expires: int) -> None:
@@ -701,7 +702,9 @@ class Arena:
         mask = shard.mask
         pos = (tag >> shard.shift) & mask
         wanted = (tag << LOC_BITS) | loc
-        while slots[pos] != wanted:
+        while (slot := slots[pos]) != wanted:
+            if not slot:
+                raise RuntimeError(f"arena: live record of {key[:64]!r} has no index slot")
             pos = (pos + 1) & mask
         slots[pos] = (tag << LOC_BITS) | (seg_no << SEGMENT_BITS) | off
 
