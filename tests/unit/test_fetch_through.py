@@ -1,5 +1,6 @@
-"""Fetch-through: a new owner that lacks a key asks the previous owners, and answers as
-soon as one of them has it; the slower answers are applied when they come."""
+"""Fetch-through: a new owner that lacks a key asks the previous owners, and answers once
+half of them (rounded up) have answered and one had it; the slower answers are applied
+when they come."""
 
 from __future__ import annotations
 
@@ -114,3 +115,34 @@ async def _others() -> None:
     """Until the background fetches have finished."""
     fetches = [t for t in asyncio.all_tasks() if "_fetch_into_store" in t.get_coro().__qualname__]
     await asyncio.gather(*fetches)
+
+
+async def test_with_three_previous_owners_one_lagging_answer_is_not_enough() -> None:
+    """rf 3: a write acknowledged by a quorum (b, d) is read back even if a answers first."""
+    view = ClusterView("c", Topology(1, 3, (node("a"), node("b"), node("d")), partitions=1))
+    new = Topology(
+        2,
+        3,
+        (node("a"), node("b"), node("c"), node("d")),
+        partitions=1,
+        previous_nodes=(node("a"), node("b"), node("d")),
+    )
+    assert view.update(new) and set(view.previous_owners(KEY)) == {"a", "b", "d"}
+    peers = SlowPeers({"a": item(b"old", 10), "b": item(b"new", 20), "d": item(b"new", 20)})
+    local = store()
+    replicator = Replicator(local, view, cast(PeerPool, peers), timeout=5.0)
+    read = asyncio.create_task(replicator.get_many([KEY], CONSISTENCY_ONE))
+    peers.gates["a"].set()  # the lagging replica answers first
+    await asyncio.wait_for(_until(lambda: local.fetch(KEY) is not None), 5)
+    assert not read.done()  # one answer of three is not a majority
+    peers.gates["b"].set()
+    found = await asyncio.wait_for(read, 5)
+    assert found[0] is not None and found[0][0].value == b"new"
+    peers.gates["d"].set()
+    await asyncio.wait_for(_others(), 5)
+    local.close()
+
+
+async def _until(predicate: Any) -> None:
+    while not predicate():
+        await asyncio.sleep(0)

@@ -163,40 +163,58 @@ class Replicator:
         return await self._quorum_read(list(keys), owners, consistency)
 
     async def _fetch_from_previous(self, keys: list[bytes]) -> None:
-        """Ask every previous owner for ``keys``; return once each key has come from one
-        of them (or all have answered).
+        """Ask every previous owner for ``keys``; return once, for each key, half of its
+        previous owners (rounded up) have answered and one of them had it, or all have
+        answered.
 
-        While data moves the previous owners are busy sending it: waiting for the slowest
-        of them would add its delay to the read. The later answers are applied when they
-        come (in the background): of two versions, the store keeps the newer.
+        While data moves the previous owners are busy sending it, so the read does not
+        wait for the slowest of them; but one answer alone could be a lagging replica's
+        older version. Half of the previous owners meet every quorum that acknowledged
+        a write (R + W > N: with RF 2 one answer, with RF 3 two). The later answers are
+        applied when they come (in the background): of two versions, the store keeps
+        the newer.
         """
         by_node: dict[str, list[bytes]] = defaultdict(list)
+        need: dict[bytes, int] = {}
         for key in keys:
-            for node in self.view.previous_owners(key):
+            owners = self.view.previous_owners(key)
+            need[key] = (len(owners) + 1) // 2
+            for node in owners:
                 by_node[node].append(key)
-        pending: set[asyncio.Task[set[bytes]]] = set()
+        pending: set[asyncio.Task[set[bytes] | None]] = set()
+        covers: dict[asyncio.Task[set[bytes] | None], list[bytes]] = {}
         for node, wanted_there in by_node.items():
             address = self.view.address(node)
             if address is not None:
                 request = peer_pb2.FetchRequest(keys=wanted_there, epoch=self.view.epoch)
-                pending.add(asyncio.create_task(self._fetch_into_store(node, address, request)))
-        wanted = set(keys)
-        while pending and wanted:
+                task = asyncio.create_task(self._fetch_into_store(node, address, request))
+                self.background.add(task)  # supervised even if this read is cancelled
+                pending.add(task)
+                covers[task] = wanted_there
+        found: set[bytes] = set()
+        unsettled = set(keys)
+        while pending and unsettled:
             done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
-                wanted.difference_update(task.result())
-        for task in pending:
-            self.background.add(task)
+                had = task.result()
+                if had is None:
+                    continue
+                found |= had
+                for key in covers[task]:
+                    need[key] -= 1
+                    if need[key] <= 0 and key in found:
+                        unsettled.discard(key)
 
     async def _fetch_into_store(
         self, node: str, address: str, request: peer_pb2.FetchRequest
-    ) -> set[bytes]:
-        """Fetch from one previous owner and apply what it has; the keys it had."""
+    ) -> set[bytes] | None:
+        """Fetch from one previous owner and apply what it has: the keys it had, or None
+        when it did not answer."""
         try:
             reply = await self.peers.stub(address).Fetch(request, timeout=self.timeout)
         except (TimeoutError, grpc.RpcError) as exc:
             log.debug("fetch from %s failed: %r", node, exc)
-            return set()
+            return None
         for msg in reply.items:
             if self.store.apply(msg.key, item_from_wire(msg)):
                 self.fallback_fetches += 1
