@@ -132,17 +132,16 @@ async def test_with_three_previous_owners_one_lagging_answer_is_not_enough() -> 
     local = store()
     replicator = Replicator(local, view, cast(PeerPool, peers), timeout=5.0)
     read = asyncio.create_task(replicator.get_many([KEY], CONSISTENCY_ONE))
+    await asyncio.sleep(0)  # the read has asked all three
+    fetches = [t for t in asyncio.all_tasks() if "_fetch_into_store" in t.get_coro().__qualname__]
     peers.gates["a"].set()  # the lagging replica answers first
-    await asyncio.wait_for(_until(lambda: local.fetch(KEY) is not None), 5)
-    assert not read.done()  # one answer of three is not a majority
+    await asyncio.wait(fetches, timeout=5, return_when=asyncio.FIRST_COMPLETED)
+    for _ in range(3):  # let the read see that answer
+        await asyncio.sleep(0)
+    assert local.fetch(KEY) is not None and not read.done()  # one answer of three: not enough
     peers.gates["b"].set()
     found = await asyncio.wait_for(read, 5)
     assert found[0] is not None and found[0][0].value == b"new"
     peers.gates["d"].set()
     await asyncio.wait_for(_others(), 5)
     local.close()
-
-
-async def _until(predicate: Any) -> None:
-    while not predicate():
-        await asyncio.sleep(0)
