@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import socket
+import threading
+
 import grpc
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from memcluster.client._frames import FrameRpcError, decode_answer
+from memcluster.client._frames import FrameRpcError, SyncExchange, SyncFrames, decode_answer
 from memcluster.common.errors import InvalidRequest, NotOwner, from_rpc_error
-from memcluster.common.frames import BY_KIND, BY_NAME, ERROR, OK, FrameError, FrameReader, frame
+from memcluster.common.frames import (
+    BY_KIND,
+    BY_NAME,
+    ERROR,
+    OK,
+    PREAMBLE,
+    FrameError,
+    FrameReader,
+    frame,
+)
 from memcluster.wire import node_pb2
 
 frames_st = st.lists(
@@ -73,3 +85,54 @@ def test_an_undecodable_answer_is_an_internal_error() -> None:
     assert raised.value.code() == grpc.StatusCode.INTERNAL
     error = from_rpc_error(raised.value)
     assert not isinstance(error, InvalidRequest) and "undecodable Get answer" in error.message
+
+
+class OneShotServer:
+    """Answers the first request on a connection, reads the second and hangs up on it."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.address = f"127.0.0.1:{self.listener.getsockname()[1]}"
+        self.requests = 0
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        conn, _ = self.listener.accept()
+        with conn:
+            reader = FrameReader(max_body=1 << 20)
+            assert conn.recv(len(PREAMBLE), socket.MSG_WAITALL) == PREAMBLE
+            answered = False
+            while True:
+                data = conn.recv(65536)
+                if not data:
+                    return
+                for frame_id, _kind, _body in reader.feed(data):
+                    self.requests += 1
+                    if answered:
+                        return  # applied, say, then gone before the answer
+                    body = node_pb2.PutResponse(version=1).SerializeToString()
+                    conn.sendall(frame(frame_id, OK, body))
+                    answered = True
+
+    def close(self) -> None:
+        self.listener.close()
+        self.thread.join(10)
+
+
+def test_a_request_the_node_may_have_applied_is_not_sent_again() -> None:
+    server = OneShotServer()
+    frames = SyncFrames(max_body=1 << 20)
+    request = node_pb2.PutRequest(item=node_pb2.PutItem(key=b"k", value=b"v"))
+    try:
+        first = SyncExchange(frames, server.address, "Put", request, 5.0).result()
+        assert isinstance(first, node_pb2.PutResponse) and first.version == 1
+        second = SyncExchange(frames, server.address, "Put", request, 5.0)  # pooled socket
+        with pytest.raises(FrameRpcError) as raised:
+            second.result()
+        assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "connection lost" in raised.value.details()
+    finally:
+        frames.close()
+        server.close()
+    assert server.requests == 2  # not resent on a fresh connection behind the caller's back

@@ -187,6 +187,25 @@ class SyncConnection:
         """No answer pending or partly read: the socket can serve the next request."""
         return not self._frames and self._reader.pending() == 0
 
+    def usable(self) -> bool:
+        """Still open at the node's end with nothing unread (checked before reuse).
+
+        A node that restarted or shut down closed its end while the socket sat in the
+        pool; a request sent on it would be lost without telling whether it was applied.
+        """
+        timeout = self._sock.gettimeout()
+        try:
+            self._sock.settimeout(0.0)
+            try:
+                self._sock.recv(1, socket.MSG_PEEK)
+            finally:
+                self._sock.settimeout(timeout)
+        except BlockingIOError:
+            return True  # nothing to read: open, as it should be
+        except OSError:
+            return False
+        return False  # end of stream, or bytes nobody asked for
+
     def close(self) -> None:
         """Close the socket."""
         with contextlib.suppress(OSError):
@@ -208,10 +227,12 @@ class SyncFrames:
             if self._closed:
                 raise RuntimeError("this memcluster client is closed")
             pool = self._pools.get(address)
-            if pool:
+            while pool:
                 connection = pool.pop()
-                connection.reused = True
-                return connection
+                if connection.usable():
+                    connection.reused = True
+                    return connection
+                connection.close()
         return SyncConnection(address, timeout, self._max_body)
 
     def release(self, connection: SyncConnection) -> None:
@@ -272,35 +293,34 @@ class SyncExchange:
         connection.close()
         if not connection.reused:
             raise unavailable(self._address, f"connection failed: {exc}") from exc
-        # A pooled socket the node closed while idle (a restart, say): the node never
-        # saw the request, so it goes once more on a fresh connection.
+        # The send itself failed on a pooled socket (the node closed it just after the
+        # check): no whole frame reached the node, so the request goes once more on a
+        # fresh connection.
         self._frames.discard(self._address)
         self._send()
 
     def result(self) -> Message:
         """The response; raises FrameRpcError."""
-        while True:
-            connection = self._connection
-            assert connection is not None
-            try:
-                kind, body = connection.receive(self._id, self._deadline)
-            except TimeoutError as exc:
-                self._connection = None
-                connection.close()
-                raise FrameRpcError(
-                    grpc.StatusCode.DEADLINE_EXCEEDED,
-                    f"no answer from {self._address} within {self._timeout}s",
-                ) from exc
-            except OSError as exc:
-                if not connection.idle():
-                    self._connection = None
-                    connection.close()
-                    raise unavailable(self._address, f"connection lost: {exc}") from exc
-                self._resend_or_fail(exc)
-                continue
-            self._frames.release(connection)
+        connection = self._connection
+        assert connection is not None
+        try:
+            kind, body = connection.receive(self._id, self._deadline)
+        except TimeoutError as exc:
             self._connection = None
-            return decode_answer(self._method, kind, body)
+            connection.close()
+            raise FrameRpcError(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"no answer from {self._address} within {self._timeout}s",
+            ) from exc
+        except OSError as exc:
+            # The request went out: the node may have applied it, so it is not sent
+            # again here (the caller's retry policy decides, as for a gRPC call).
+            self._connection = None
+            connection.close()
+            raise unavailable(self._address, f"connection lost: {exc}") from exc
+        self._frames.release(connection)
+        self._connection = None
+        return decode_answer(self._method, kind, body)
 
     def abandon(self) -> None:
         """Give up on the answer (the caller was interrupted)."""
