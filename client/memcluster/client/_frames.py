@@ -30,7 +30,6 @@ from memcluster.common.frames import (
     OK,
     PREAMBLE,
     READ_SIZE,
-    FrameError,
     FrameReader,
     frame,
 )
@@ -74,8 +73,15 @@ def carried(method: str) -> bool:
     return method in BY_NAME
 
 
-def decode_answer(method: str, kind: int, body: bytes) -> Message:
-    """The response message of an answer frame; raises FrameRpcError for an error frame."""
+def decode_answer(method: str, kind: int, body: bytes | None) -> Message:
+    """The response message of an answer frame; raises FrameRpcError for an error frame
+    (and for an answer over the client's ``max_message_bytes``: body None)."""
+    if body is None:
+        raise FrameRpcError(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            f"the {method} answer is over this client's max_message_bytes; raise it or ask "
+            "for fewer or smaller values at a time",
+        )
     try:
         if kind == OK:
             response: Message = BY_NAME[method].response.FromString(body)
@@ -153,7 +159,7 @@ class SyncConnection:
         self._sock = socket.create_connection(_split(address), timeout=timeout)
         self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._reader = FrameReader(max_body)
-        self._frames: list[tuple[int, int, bytes]] = []
+        self._frames: list[tuple[int, int, bytes | None]] = []
         self._next_id = 0
         self._sock.sendall(PREAMBLE)
 
@@ -164,7 +170,7 @@ class SyncConnection:
         self._sock.sendall(frame(self._next_id, BY_NAME[method].kind, body))
         return self._next_id
 
-    def receive(self, frame_id: int, deadline: float) -> tuple[int, bytes]:
+    def receive(self, frame_id: int, deadline: float) -> tuple[int, bytes | None]:
         """Wait for the answer to ``frame_id``: (kind, body). Raises OSError/TimeoutError."""
         while True:
             for index, (got, kind, body) in enumerate(self._frames):
@@ -178,10 +184,7 @@ class SyncConnection:
             data = self._sock.recv(READ_SIZE)
             if not data:
                 raise ConnectionResetError("the node closed the connection")
-            try:
-                self._frames.extend(self._reader.feed(data))
-            except FrameError as exc:
-                raise ConnectionResetError(str(exc)) from exc
+            self._frames.extend(self._reader.feed(data))
 
     def idle(self) -> bool:
         """No answer pending or partly read: the socket can serve the next request."""
@@ -347,7 +350,14 @@ class _AsyncProtocol(asyncio.BufferedProtocol):
     def buffer_updated(self, nbytes: int) -> None:
         self._owner.received(self._owner.read_buffer[:nbytes])
 
+    def pause_writing(self) -> None:
+        self._owner.writable.clear()
+
+    def resume_writing(self) -> None:
+        self._owner.writable.set()
+
     def connection_lost(self, exc: Exception | None) -> None:
+        self._owner.writable.set()  # wake writers: they fail on the closed connection
         self._owner.lost(exc)
 
 
@@ -359,9 +369,13 @@ class AsyncConnection:
         self.alive = True
         self._reader = FrameReader(max_body)
         self._transport: asyncio.Transport | None = None
-        self._pending: dict[int, asyncio.Future[tuple[int, bytes]]] = {}
+        self._pending: dict[int, asyncio.Future[tuple[int, bytes | None]]] = {}
         self._next_id = 0
         self.read_buffer = self._reader.read_buffer
+        #: Clear while the transport's write buffer is over its high-water mark (a node
+        #: that stops reading): callers wait instead of buffering without bound.
+        self.writable = asyncio.Event()
+        self.writable.set()
 
     async def open(self, seconds: float) -> None:
         """Connect within ``seconds`` (raises OSError or TimeoutError)."""
@@ -375,11 +389,21 @@ class AsyncConnection:
 
     async def call(self, method: str, request: Message, seconds: float) -> Message:
         """Send one request and await its answer for ``seconds`` (raises FrameRpcError)."""
+        if not self.writable.is_set():
+            try:
+                await asyncio.wait_for(self.writable.wait(), seconds)
+            except TimeoutError as exc:
+                raise FrameRpcError(
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                    f"{self.address} took no request within {seconds}s (it is not reading)",
+                ) from exc
         if self._transport is None or not self.alive:
             raise unavailable(self.address, "connection closed")
         self._next_id = self._next_id + 1 if self._next_id < MAX_ID else 1
         frame_id = self._next_id
-        future: asyncio.Future[tuple[int, bytes]] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[tuple[int, bytes | None]] = (
+            asyncio.get_running_loop().create_future()
+        )
         self._pending[frame_id] = future
         self._transport.write(frame(frame_id, BY_NAME[method].kind, request.SerializeToString()))
         try:
@@ -395,12 +419,7 @@ class AsyncConnection:
 
     def received(self, data: bytes | memoryview) -> None:
         """Resolve the requests whose answers arrived."""
-        try:
-            frames = self._reader.feed(data)
-        except FrameError as exc:
-            self._fail(unavailable(self.address, str(exc)))
-            return
-        for frame_id, kind, body in frames:
+        for frame_id, kind, body in self._reader.feed(data):
             future = self._pending.pop(frame_id, None)
             if future is not None and not future.done():
                 future.set_result((kind, body))

@@ -20,8 +20,9 @@ The wire, version 1 (all integers little-endian)::
   ``ERROR`` with a ``FrameError``: the status code, message, memcluster error kind and
   epoch that a unary call would carry as its status and trailing metadata.
 - Requests on one connection may be pipelined; answers may come in any order (match
-  them by ``id``). A body over the receiver's limit, an unknown kind or a bad preamble
-  is answered with an error where an ``id`` is known, and the connection is closed.
+  them by ``id``). A body over the receiver's limit, an unknown kind or an undecodable
+  body is answered with an error for that ``id`` and the connection goes on; a bad
+  preamble closes it.
 """
 
 from __future__ import annotations
@@ -74,10 +75,6 @@ _pack = HEADER.pack
 _unpack_from = HEADER.unpack_from
 
 
-class FrameError(Exception):
-    """The peer broke the frame protocol; the connection cannot go on."""
-
-
 def frame(frame_id: int, kind: int, body: bytes) -> bytes:
     """One frame, header and body."""
     return _pack(len(body), frame_id, kind) + body
@@ -93,21 +90,35 @@ class FrameReader:
     def __init__(self, max_body: int) -> None:
         self.max_body = max_body
         self._buffer = bytearray()
+        self._skip = 0  # bytes still to drop of a frame over the limit
         self.read_buffer = memoryview(bytearray(READ_SIZE))
 
-    def feed(self, data: bytes | memoryview) -> list[tuple[int, int, bytes]]:
-        """Take ``data``; return the frames it completed as (id, kind, body)."""
+    def feed(self, data: bytes | memoryview) -> list[tuple[int, int, bytes | None]]:
+        """Take ``data``; return the frames it completed as (id, kind, body).
+
+        A frame whose body is over ``max_body`` comes back with body None once its
+        header is read, and its body is skipped as it arrives: the receiver can refuse
+        that one request and go on with the others on the connection.
+        """
         buffer = self._buffer
         buffer += data
-        frames: list[tuple[int, int, bytes]] = []
+        frames: list[tuple[int, int, bytes | None]] = []
         offset, end = 0, len(buffer)
-        while end - offset >= HEADER_SIZE:
+        while True:
+            if self._skip:
+                skipped = min(self._skip, end - offset)
+                offset += skipped
+                self._skip -= skipped
+                if self._skip:
+                    break
+            if end - offset < HEADER_SIZE:
+                break
             length, frame_id, kind = _unpack_from(buffer, offset)
-            if length > self.max_body:
-                raise FrameError(
-                    f"frame {frame_id} of {length} bytes is over the {self.max_body}-byte limit"
-                )
             start = offset + HEADER_SIZE
+            if length > self.max_body:
+                frames.append((frame_id, kind, None))
+                offset, self._skip = start, length
+                continue
             if end - start < length:
                 break
             frames.append((frame_id, kind, bytes(buffer[start : start + length])))

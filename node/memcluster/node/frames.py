@@ -21,13 +21,17 @@ from typing import Any, cast
 
 from google.protobuf.message import DecodeError, Message
 
-from memcluster.common.errors import InvalidRequest, MemclusterError, Unavailable
+from memcluster.common.errors import (
+    CapacityExceeded,
+    InvalidRequest,
+    MemclusterError,
+    Unavailable,
+)
 from memcluster.common.frames import (
     BY_KIND,
     ERROR,
     OK,
     PREAMBLE,
-    FrameError,
     FrameReader,
     frame,
 )
@@ -93,6 +97,7 @@ class _Connection(asyncio.BufferedProtocol):
         self._greeted = False
         self._preamble = bytearray()
         self.tasks: set[asyncio.Task[None]] = set()
+        self._suspended: dict[asyncio.Task[None], Coroutine[Any, Any, Message]] = {}
         self._paused_writing = False
         self._paused_reading = False
 
@@ -131,13 +136,7 @@ class _Connection(asyncio.BufferedProtocol):
             data = self._greet(data)
             if not data:
                 return
-        try:
-            frames = self._reader.feed(data)
-        except FrameError as exc:
-            log.warning("closing a frame connection: %s", exc)
-            self.abort()
-            return
-        for frame_id, kind, body in frames:
+        for frame_id, kind, body in self._reader.feed(data):
             self._dispatch(frame_id, kind, body)
         self._update_reading()
 
@@ -173,11 +172,20 @@ class _Connection(asyncio.BufferedProtocol):
         self._greeted = True
         return received[len(PREAMBLE) :]
 
-    def _dispatch(self, frame_id: int, kind: int, body: bytes) -> None:
+    def _dispatch(self, frame_id: int, kind: int, body: bytes | None) -> None:
         self._server.requests += 1
         method = BY_KIND.get(kind)
         if method is None:
             self._fail(frame_id, InvalidRequest(f"unknown frame kind {kind}"))
+            return
+        if body is None:
+            self._fail(
+                frame_id,
+                CapacityExceeded(
+                    f"{method.name} request over the node's {self._server._max_body}-byte "
+                    "frame limit; send fewer or smaller items at a time"
+                ),
+            )
             return
         if self._server.draining:
             self._fail(frame_id, Unavailable("the node is shutting down"))
@@ -193,13 +201,17 @@ class _Connection(asyncio.BufferedProtocol):
         except StopIteration as done:
             self._answer(frame_id, done.value)
             return
-        except Exception as exc:
-            self._fail(frame_id, as_error(exc, method.name, self._server._epoch()))
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # CancelledError included: fail this request only
+            error = exc if isinstance(exc, Exception) else Unavailable(f"{method.name} cancelled")
+            self._fail(frame_id, as_error(error, method.name, self._server._epoch()))
             return
         task = asyncio.get_running_loop().create_task(
             self._finish(frame_id, method.name, coro, waiting)
         )
         self.tasks.add(task)
+        self._suspended[task] = coro
         task.add_done_callback(self._done)
 
     async def _finish(
@@ -216,6 +228,8 @@ class _Connection(asyncio.BufferedProtocol):
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self.tasks.discard(task)
+        # A task cancelled before its first step never resumed the handler: close it.
+        self._suspended.pop(task).close()
         if not task.cancelled() and (exc := task.exception()) is not None:
             log.error("frame request failed outside its handler", exc_info=exc)
         self._update_reading()

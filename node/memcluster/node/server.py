@@ -83,6 +83,15 @@ async def _start_frames(
     return frames
 
 
+async def _stop_serving(server: grpc.aio.Server, frames: FramesServer | None, grace: float) -> None:
+    """Refuse new requests; give those in flight on both transports one grace period."""
+    # New frame requests are answered Unavailable, so clients go to a replica.
+    stopping = [server.stop(grace)]
+    if frames is not None:
+        stopping.append(frames.close(grace))
+    await asyncio.gather(*stopping)
+
+
 async def run(config: NodeConfig, ready_file: str | None = None) -> int:
     """Serve until SIGTERM/SIGINT; returns the process exit code."""
     server = grpc.aio.server(
@@ -150,11 +159,7 @@ async def run(config: NodeConfig, ready_file: str | None = None) -> int:
     await stop.wait()
     log.info("shutting down: no new requests, %.0fs for in-flight ones", config.server.grace_period)
     await health_servicer.enter_graceful_shutdown()
-    if frames is not None:
-        # New frame requests are refused as Unavailable (clients go to a replica);
-        # those in flight get the grace period, as gRPC calls do.
-        await frames.close(config.server.grace_period)
-    await server.stop(config.server.grace_period)
+    await _stop_serving(server, frames, config.server.grace_period)
     if agent is not None:
         await agent.close()
     await node.close()

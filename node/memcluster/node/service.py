@@ -161,6 +161,7 @@ class NodeService(_OfNode, node_pb2_grpc.NodeServicer):
     async def Transports(
         self, request: node_pb2.TransportsRequest, context: Any
     ) -> node_pb2.TransportsResponse:
+        """Where this node serves the frame transport (empty when it has it off)."""
         return node_pb2.TransportsResponse(
             frames_address=self.node.frames_address,
             frames_version=FRAMES_VERSION if self.node.frames_address else 0,
