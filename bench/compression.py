@@ -114,6 +114,7 @@ def _trained(tier: str, level: int, training: list[bytes]) -> Codec:
         for i, value in enumerate(training):
             warm.put(b"train:%d" % i, Item(value, 1), now)
         codec = warm.codec
+        codec.settle()  # the tiers train on a worker thread: let those trainings land
     else:
         codec = Codec(level)
         for value in training:
