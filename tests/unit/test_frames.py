@@ -138,3 +138,47 @@ def test_a_request_the_node_may_have_applied_is_not_sent_again() -> None:
         frames.close()
         server.close()
     assert server.requests == 2  # not resent on a fresh connection behind the caller's back
+
+
+class AnsweringServer:
+    """Answers every Put on one connection at once (version 7)."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.address = f"127.0.0.1:{self.listener.getsockname()[1]}"
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        conn, _ = self.listener.accept()
+        with conn:
+            reader = FrameReader(max_body=1 << 20)
+            conn.recv(len(PREAMBLE), socket.MSG_WAITALL)
+            while data := conn.recv(65536):
+                for frame_id, _kind, _body in reader.feed(data):
+                    conn.sendall(
+                        frame(frame_id, OK, node_pb2.PutResponse(version=7).SerializeToString())
+                    )
+
+    def close(self) -> None:
+        self.listener.close()
+        self.thread.join(10)
+
+
+def test_an_answer_that_arrived_while_another_call_timed_out_is_still_read() -> None:
+    silent = socket.create_server(("127.0.0.1", 0))  # accepts (backlog) and never answers
+    answering = AnsweringServer()
+    frames = SyncFrames(max_body=1 << 20)
+    request = node_pb2.PutRequest(item=node_pb2.PutItem(key=b"k", value=b"v"))
+    try:
+        slow = SyncExchange(frames, f"127.0.0.1:{silent.getsockname()[1]}", "Put", request, 0.3)
+        fast = SyncExchange(frames, answering.address, "Put", request, 0.3)
+        with pytest.raises(FrameRpcError) as raised:
+            slow.result()  # collected first, as a batch does: its deadline passes
+        assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        answer = fast.result()  # past its deadline too, but its answer is waiting
+        assert isinstance(answer, node_pb2.PutResponse) and answer.version == 7
+    finally:
+        frames.close()
+        silent.close()
+        answering.close()

@@ -177,11 +177,14 @@ class SyncConnection:
                 if got == frame_id:
                     del self._frames[index]
                     return kind, body
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError
-            self._sock.settimeout(remaining)
-            data = self._sock.recv(READ_SIZE)
+            # Past the deadline the socket is still read once without waiting: a batch
+            # collects its answers one after another, and one that waited on a slow node
+            # must not fail the others whose answers are already here.
+            self._sock.settimeout(max(deadline - time.monotonic(), 0.0))
+            try:
+                data = self._sock.recv(READ_SIZE)
+            except BlockingIOError as exc:
+                raise TimeoutError from exc
             if not data:
                 raise ConnectionResetError("the node closed the connection")
             self._frames.extend(self._reader.feed(data))
