@@ -27,6 +27,7 @@ class SlowPeers:
         self.held = held
         self.gates = {node: asyncio.Event() for node in held}
         self.asked: list[str] = []
+        self.all_asked = asyncio.Event()
 
     def stub(self, address: str) -> Any:
         peers, node = self, address.split(":", maxsplit=1)[0]
@@ -36,6 +37,8 @@ class SlowPeers:
                 self, request: peer_pb2.FetchRequest, **options: Any
             ) -> peer_pb2.FetchResponse:
                 peers.asked.append(node)
+                if len(peers.asked) == len(peers.held):
+                    peers.all_asked.set()
                 await peers.gates[node].wait()
                 item = peers.held[node]
                 items = [item_to_wire(k, item) for k in request.keys if item is not None]
@@ -90,8 +93,7 @@ async def test_a_previous_owner_without_the_key_does_not_end_the_wait() -> None:
     local = store()
     replicator = Replicator(local, joined(), cast(PeerPool, peers), timeout=5.0)
     read = asyncio.create_task(replicator.get_many([KEY], CONSISTENCY_ONE))
-    peers.gates["a"].set()
-    await asyncio.sleep(0)
+    await answered_first(peers, "a")
     assert not read.done()
     peers.gates["b"].set()
     found = await asyncio.wait_for(read, 5)
@@ -109,6 +111,17 @@ async def test_a_key_no_previous_owner_has_is_a_miss() -> None:
     assert await replicator.get_many([KEY], CONSISTENCY_ONE) == [None]
     assert replicator.fallback_fetches == 0
     local.close()
+
+
+async def answered_first(peers: SlowPeers, node: str) -> None:
+    """Let ``node`` answer, once the read has asked everyone, and return after the read
+    has seen that answer: the read waits on the same fetch task and was registered on it
+    first, so asyncio wakes it first."""
+    await asyncio.wait_for(peers.all_asked.wait(), 5)
+    fetches = [t for t in asyncio.all_tasks() if "_fetch_into_store" in t.get_coro().__qualname__]
+    peers.gates[node].set()
+    done, _ = await asyncio.wait(fetches, timeout=5, return_when=asyncio.FIRST_COMPLETED)
+    assert done, f"{node} did not answer"
 
 
 async def _others() -> None:
@@ -132,12 +145,7 @@ async def test_with_three_previous_owners_one_lagging_answer_is_not_enough() -> 
     local = store()
     replicator = Replicator(local, view, cast(PeerPool, peers), timeout=5.0)
     read = asyncio.create_task(replicator.get_many([KEY], CONSISTENCY_ONE))
-    await asyncio.sleep(0)  # the read has asked all three
-    fetches = [t for t in asyncio.all_tasks() if "_fetch_into_store" in t.get_coro().__qualname__]
-    peers.gates["a"].set()  # the lagging replica answers first
-    await asyncio.wait(fetches, timeout=5, return_when=asyncio.FIRST_COMPLETED)
-    for _ in range(3):  # let the read see that answer
-        await asyncio.sleep(0)
+    await answered_first(peers, "a")  # the lagging replica answers first
     assert local.fetch(KEY) is not None and not read.done()  # one answer of three: not enough
     peers.gates["b"].set()
     found = await asyncio.wait_for(read, 5)

@@ -494,12 +494,22 @@ async def test_the_rate_never_drops_below_the_floor_or_starts_above_the_ceiling(
 
 async def test_the_lag_monitor_measures_a_late_wake_up_and_stops_when_idle() -> None:
     now = [0.0]
-    monitor = LagMonitor(interval=0.001, smoothing=0.5, idle_after=5.0, clock=lambda: now[0])
+    asleep, wake = asyncio.Event(), asyncio.Event()
+
+    async def sleep(seconds: float) -> None:  # the probe's sleep, woken by the test
+        asleep.set()
+        await wake.wait()
+        wake.clear()
+
+    monitor = LagMonitor(
+        interval=0.001, smoothing=0.5, idle_after=5.0, clock=lambda: now[0], sleep=sleep
+    )
     assert not monitor.running
     monitor.touch()
     assert monitor.running
-    await asyncio.sleep(0)  # the probe asks to wake up at 0.001
+    await asyncio.wait_for(asleep.wait(), 5)  # the probe asked to wake up at 0.001
     now[0] = 6.0  # it wakes up 5.999 s late, and 6 s after the last touch: idle
+    wake.set()
     probe = next(t for t in asyncio.all_tasks() if t.get_name() == "loop-lag")
     await asyncio.wait_for(probe, 5)  # the probe ends by itself
     assert not monitor.running

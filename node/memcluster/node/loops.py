@@ -107,8 +107,10 @@ class LagMonitor:
         smoothing: float = 0.2,
         idle_after: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.interval = interval
+        self._sleep = sleep
         self.smoothing = smoothing
         self.idle_after = idle_after
         self.lag = 0.0
@@ -144,7 +146,7 @@ class LagMonitor:
         clock = self._clock
         while clock() - self._touched < self.idle_after:
             asked = clock() + self.interval
-            await asyncio.sleep(self.interval)
+            await self._sleep(self.interval)
             self.observe(clock() - asked)
 
     def _done(self, task: asyncio.Task[None]) -> None:
