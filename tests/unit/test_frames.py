@@ -89,12 +89,14 @@ def test_an_undecodable_answer_is_an_internal_error() -> None:
     assert not isinstance(error, InvalidRequest) and "undecodable Get answer" in error.message
 
 
-class OneShotServer:
-    """Answers the first request on a connection, reads the second and hangs up on it."""
+class FakeNode:
+    """A frame port on one connection that answers Puts (version 7) until ``answers`` have
+    been answered, then reads one more request and hangs up on it (None: answers all)."""
 
-    def __init__(self) -> None:
+    def __init__(self, answers: int | None = None) -> None:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.address = f"127.0.0.1:{self.listener.getsockname()[1]}"
+        self.answers = answers
         self.requests = 0
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
@@ -104,18 +106,13 @@ class OneShotServer:
         with conn:
             reader = FrameReader(max_body=1 << 20)
             assert conn.recv(len(PREAMBLE), socket.MSG_WAITALL) == PREAMBLE
-            answered = False
-            while True:
-                data = conn.recv(65536)
-                if not data:
-                    return
+            while data := conn.recv(65536):
                 for frame_id, _kind, _body in reader.feed(data):
                     self.requests += 1
-                    if answered:
+                    if self.answers is not None and self.requests > self.answers:
                         return  # applied, say, then gone before the answer
-                    body = node_pb2.PutResponse(version=1).SerializeToString()
+                    body = node_pb2.PutResponse(version=7).SerializeToString()
                     conn.sendall(frame(frame_id, OK, body))
-                    answered = True
 
     def close(self) -> None:
         self.listener.close()
@@ -123,12 +120,12 @@ class OneShotServer:
 
 
 def test_a_request_the_node_may_have_applied_is_not_sent_again() -> None:
-    server = OneShotServer()
+    server = FakeNode(answers=1)
     frames = SyncFrames(max_body=1 << 20)
     request = node_pb2.PutRequest(item=node_pb2.PutItem(key=b"k", value=b"v"))
     try:
         first = SyncExchange(frames, server.address, "Put", request, 5.0).result()
-        assert isinstance(first, node_pb2.PutResponse) and first.version == 1
+        assert isinstance(first, node_pb2.PutResponse) and first.version == 7
         second = SyncExchange(frames, server.address, "Put", request, 5.0)  # pooled socket
         with pytest.raises(FrameRpcError) as raised:
             second.result()
@@ -140,34 +137,9 @@ def test_a_request_the_node_may_have_applied_is_not_sent_again() -> None:
     assert server.requests == 2  # not resent on a fresh connection behind the caller's back
 
 
-class AnsweringServer:
-    """Answers every Put on one connection at once (version 7)."""
-
-    def __init__(self) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.address = f"127.0.0.1:{self.listener.getsockname()[1]}"
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        conn, _ = self.listener.accept()
-        with conn:
-            reader = FrameReader(max_body=1 << 20)
-            conn.recv(len(PREAMBLE), socket.MSG_WAITALL)
-            while data := conn.recv(65536):
-                for frame_id, _kind, _body in reader.feed(data):
-                    conn.sendall(
-                        frame(frame_id, OK, node_pb2.PutResponse(version=7).SerializeToString())
-                    )
-
-    def close(self) -> None:
-        self.listener.close()
-        self.thread.join(10)
-
-
 def test_an_answer_that_arrived_while_another_call_timed_out_is_still_read() -> None:
     silent = socket.create_server(("127.0.0.1", 0))  # accepts (backlog) and never answers
-    answering = AnsweringServer()
+    answering = FakeNode()
     frames = SyncFrames(max_body=1 << 20)
     request = node_pb2.PutRequest(item=node_pb2.PutItem(key=b"k", value=b"v"))
     try:
