@@ -167,57 +167,21 @@ class Arena:
 
     def find(self, key: bytes) -> int:
         """The location of ``key``'s record, 0 if absent."""
-        tag = (hash(key) & _M64) >> LOC_BITS
-        shard = self._dir[tag >> self._dir_shift]
-        slots = shard.slots
-        mask = shard.mask
-        pos = (tag >> shard.shift) & mask
-        segs = self._segs
-        probe = b""
-        end = HEADER_SIZE + len(key)
-        while True:
-            slot = slots[pos]
-            if not slot:
-                return 0
-            if slot >> LOC_BITS == tag:
-                loc = slot & LOC_MASK
-                seg = segs[loc >> SEGMENT_BITS]
-                off = loc & OFFSET_MASK
-                if not probe:
-                    probe = _KLEN.pack(len(key)) + key
-                if seg[off + _KLEN_AT : off + end] == probe:
-                    return loc
-            pos = (pos + 1) & mask
+        return self._locate(key)[3]
 
     def read(self, key: bytes) -> tuple[int, Meta, bytes] | None:
         """``key``'s record as (location, header, payload): ``find``, ``meta`` and
         ``payload`` in one call, for the read path."""
-        tag = (hash(key) & _M64) >> LOC_BITS
-        shard = self._dir[tag >> self._dir_shift]
-        slots = shard.slots
-        mask = shard.mask
-        pos = (tag >> shard.shift) & mask
-        segs = self._segs
-        probe = b""
-        klen = len(key)
-        end = HEADER_SIZE + klen
-        while True:
-            slot = slots[pos]
-            if not slot:
-                return None
-            if slot >> LOC_BITS == tag:
-                loc = slot & LOC_MASK
-                seg = segs[loc >> SEGMENT_BITS]
-                off = loc & OFFSET_MASK
-                if not probe:
-                    probe = _KLEN.pack(klen) + key
-                if seg[off + _KLEN_AT : off + end] == probe:
-                    meta: Meta = _unpack_from(seg, off)
-                    start = off + end
-                    if meta[5] & _BIG:
-                        return loc, meta, self._big[_HANDLE.unpack_from(seg, start)[0]]
-                    return loc, meta, seg[start : start + meta[7]]
-            pos = (pos + 1) & mask
+        loc = self._locate(key)[3]
+        if not loc:
+            return None
+        seg = self._segs[loc >> SEGMENT_BITS]
+        off = loc & OFFSET_MASK
+        meta: Meta = _unpack_from(seg, off)
+        start = off + HEADER_SIZE + meta[8]
+        if meta[5] & _BIG:
+            return loc, meta, self._big[_HANDLE.unpack_from(seg, start)[0]]
+        return loc, meta, seg[start : start + meta[7]]
 
     def meta(self, loc: int) -> Meta:
         """The header of the record at ``loc``: version, origin, expires_ms, access,
@@ -269,41 +233,26 @@ class Arena:
 
         A replacement of the same size is written in place: no dead bytes, no compaction.
         """
-        tag = (hash(key) & _M64) >> LOC_BITS
-        shard = self._dir[tag >> self._dir_shift]
-        slots = shard.slots
-        mask = shard.mask
-        pos = (tag >> shard.shift) & mask
-        segs = self._segs
+        shard, pos, tag, loc = self._locate(key)
         klen = len(key)
-        probe = _KLEN.pack(klen) + key
-        end = HEADER_SIZE + klen
         replaced = False
-        while True:
-            slot = slots[pos]
-            if not slot:
-                break
-            if slot >> LOC_BITS == tag:
-                loc = slot & LOC_MASK
-                seg_no = loc >> SEGMENT_BITS
-                seg = segs[seg_no]
-                off = loc & OFFSET_MASK
-                if seg[off + _KLEN_AT : off + end] == probe:
-                    old = _unpack_from(seg, off)
-                    size = len(payload)
-                    if old[7] == size and not old[5] & _BIG:
-                        _pack_into(
-                            seg, off, version, origin, expires, access, priority, flags, lfu,
-                            size, klen,
-                        )  # fmt: skip
-                        seg[off + end : off + end + size] = payload
-                        self._note(seg_no, access, expires)
-                        return
-                    self._kill(loc, old)
-                    replaced = True
-                    break
-            pos = (pos + 1) & mask
-        slots[pos] = (tag << LOC_BITS) | self._append(
+        if loc:
+            seg_no = loc >> SEGMENT_BITS
+            seg = self._segs[seg_no]
+            off = loc & OFFSET_MASK
+            old = _unpack_from(seg, off)
+            size = len(payload)
+            if old[7] == size and not old[5] & _BIG:
+                _pack_into(
+                    seg, off, version, origin, expires, access, priority, flags, lfu, size, klen
+                )
+                start = off + HEADER_SIZE + klen
+                seg[start : start + size] = payload
+                self._note(seg_no, access, expires)
+                return
+            self._kill(loc, old)
+            replaced = True
+        shard.slots[pos] = (tag << LOC_BITS) | self._append(
             key, version, origin, expires, access, priority, flags, lfu, payload
         )
         if not replaced:
@@ -321,28 +270,12 @@ class Arena:
 
     def remove(self, key: bytes) -> Removed | None:
         """Remove ``key``'s record."""
-        tag = (hash(key) & _M64) >> LOC_BITS
-        shard = self._dir[tag >> self._dir_shift]
-        slots = shard.slots
-        mask = shard.mask
-        pos = (tag >> shard.shift) & mask
-        segs = self._segs
-        probe = b""
-        end = HEADER_SIZE + len(key)
-        while True:
-            slot = slots[pos]
-            if not slot:
-                return None
-            if slot >> LOC_BITS == tag:
-                loc = slot & LOC_MASK
-                off = loc & OFFSET_MASK
-                if not probe:
-                    probe = _KLEN.pack(len(key)) + key
-                if segs[loc >> SEGMENT_BITS][off + _KLEN_AT : off + end] == probe:
-                    self._unslot(shard, pos)
-                    meta, value = self._take(loc)
-                    return key, meta, value
-            pos = (pos + 1) & mask
+        shard, pos, _tag, loc = self._locate(key)
+        if not loc:
+            return None
+        self._unslot(shard, pos)
+        meta, value = self._take(loc)
+        return key, meta, value
 
     def remove_at(self, loc: int) -> Removed:
         """Remove the record at ``loc`` (from ``sample``, say)."""
@@ -764,6 +697,27 @@ class Arena:
         return best
 
     # -- internals: index ----------------------------------------------------------
+
+    def _locate(self, key: bytes) -> tuple[_Shard, int, int, int]:
+        """(shard, slot position, tag, location) of ``key``: the position of its slot, or
+        of the empty slot that ends its probe sequence when it is absent (location 0)."""
+        tag = (hash(key) & _M64) >> LOC_BITS
+        shard = self._dir[tag >> self._dir_shift]
+        slots = shard.slots
+        mask = shard.mask
+        pos = (tag >> shard.shift) & mask
+        probe = b""
+        end = HEADER_SIZE + len(key)
+        while slot := slots[pos]:
+            if slot >> LOC_BITS == tag:
+                loc = slot & LOC_MASK
+                off = loc & OFFSET_MASK
+                if not probe:
+                    probe = _KLEN.pack(len(key)) + key
+                if self._segs[loc >> SEGMENT_BITS][off + _KLEN_AT : off + end] == probe:
+                    return shard, pos, tag, loc
+            pos = (pos + 1) & mask
+        return shard, pos, tag, 0
 
     def _slots(self) -> Iterator[int]:
         seen: set[int] = set()
