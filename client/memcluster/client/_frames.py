@@ -70,7 +70,8 @@ class FrameRpcError(grpc.RpcError):
 
 def carried(method: str) -> bool:
     """Whether the frame transport carries this Node method."""
-    return method in BY_NAME
+    found = BY_NAME.get(method)
+    return found is not None and found.service == "Node"
 
 
 def decode_answer(method: str, kind: int, body: bytes | None) -> Message:

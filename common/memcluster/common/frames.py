@@ -49,12 +49,13 @@ READ_SIZE = 64 * 1024
 
 @dataclass(frozen=True, slots=True)
 class Method:
-    """One Node method as the frame transport carries it."""
+    """One method (of the Node or Peer service) as the frame transport carries it."""
 
     name: str
     kind: int
     request: type[Message]
     response: type[Message]
+    service: str = "Node"  # the gRPC service whose method this is
 
 
 METHODS: tuple[Method, ...] = (
@@ -66,7 +67,7 @@ METHODS: tuple[Method, ...] = (
     Method("DeleteMany", 6, node_pb2.DeleteManyRequest, node_pb2.DeleteManyResponse),
     Method("Touch", 7, node_pb2.TouchRequest, node_pb2.TouchResponse),
     # Peer.Replicate: a write's copies to its other replicas, node to node.
-    Method("Replicate", 8, peer_pb2.ReplicateRequest, peer_pb2.ReplicateResponse),
+    Method("Replicate", 8, peer_pb2.ReplicateRequest, peer_pb2.ReplicateResponse, "Peer"),
 )
 BY_NAME = {m.name: m for m in METHODS}
 BY_KIND = {m.kind: m for m in METHODS}

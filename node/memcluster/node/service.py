@@ -241,9 +241,10 @@ FrameHandler = Callable[[Message], Coroutine[Any, Any, Message]]
 
 def frame_handlers(node: NodeService, peer: PeerService) -> dict[int, FrameHandler]:
     """The methods the frame transport carries, by frame kind (errors raised as is)."""
+    servicers: dict[str, _OfNode] = {"Node": node, "Peer": peer}
     handlers: dict[int, FrameHandler] = {}
     for method in FRAME_METHODS:
-        servicer: _OfNode = peer if method.name == "Replicate" else node
+        servicer = servicers[method.service]
         unwrapped = getattr(type(servicer), method.name).__wrapped__
         handlers[method.kind] = functools.partial(unwrapped, servicer, context=None)
     return handlers
