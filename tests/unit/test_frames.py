@@ -93,10 +93,11 @@ class FakeNode:
     """A frame port on one connection that answers Puts (version 7) until ``answers`` have
     been answered, then reads one more request and hangs up on it (None: answers all)."""
 
-    def __init__(self, answers: int | None = None) -> None:
+    def __init__(self, answers: int | None = None, hold: threading.Event | None = None) -> None:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.address = f"127.0.0.1:{self.listener.getsockname()[1]}"
         self.answers = answers
+        self.hold = hold  # answers from the second request on wait for it
         self.requests = 0
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
@@ -111,6 +112,8 @@ class FakeNode:
                     self.requests += 1
                     if self.answers is not None and self.requests > self.answers:
                         return  # applied, say, then gone before the answer
+                    if self.hold is not None and self.requests > 1:
+                        self.hold.wait(30)
                     body = node_pb2.PutResponse(version=7).SerializeToString()
                     conn.sendall(frame(frame_id, OK, body))
 
@@ -154,3 +157,26 @@ def test_an_answer_that_arrived_while_another_call_timed_out_is_still_read() -> 
         frames.close()
         silent.close()
         answering.close()
+
+
+def test_a_pooled_socket_waits_for_a_later_calls_whole_timeout() -> None:
+    # The kernel keeps a socket's receive deadline (SO_RCVTIMEO), set from the call
+    # that opened it: a later call with a longer timeout must not give up at the
+    # shorter one.
+    hold = threading.Event()
+    server = FakeNode(hold=hold)
+    frames = SyncFrames(max_body=1 << 20)
+    request = node_pb2.PutRequest(item=node_pb2.PutItem(key=b"k", value=b"v"))
+    release = threading.Timer(0.6, hold.set)  # the node answers the second call late
+    try:
+        assert SyncExchange(frames, server.address, "Put", request, 0.2).result().version == 7
+        slow = SyncExchange(frames, server.address, "Put", request, 10.0)  # pooled socket
+        release.start()
+        answer = slow.result()
+        assert isinstance(answer, node_pb2.PutResponse) and answer.version == 7
+        assert hold.is_set()  # answered after the first call's 0.2 s had long passed
+    finally:
+        release.cancel()
+        hold.set()
+        frames.close()
+        server.close()
