@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from memcluster.common.placement import Placement, hash_slot, partition_of
+from memcluster.common.placement import Placement, hash_slot, partition_of, partitions_of
 from memcluster.common.topology import DEFAULT_PARTITIONS, NodeInfo, NodeState, Topology
 from memcluster.wire import topology_pb2
 
@@ -90,6 +90,17 @@ def test_hash_tags_follow_redis_rules() -> None:
     assert hash_slot(b"{}.a") == b"{}.a"  # an empty tag hashes the whole key
     assert hash_slot(b"a{b") == b"a{b"
     assert hash_slot(b"x{a}{b}") == b"a"  # only the first tag counts
+
+
+@given(
+    st.lists(
+        st.binary(min_size=1, max_size=12)
+        | st.sampled_from([b"{user1}.a", b"{}.a", b"a{b", b"x{a}{b}", b"{", b"}{x}"]),
+        max_size=40,
+    )
+)
+def test_the_batch_form_places_each_key_as_the_single_form(keys: list[bytes]) -> None:
+    assert partitions_of(keys, PARTITIONS) == [partition_of(k, PARTITIONS) for k in keys]
 
 
 # -- balance and movement -------------------------------------------------------------

@@ -73,6 +73,38 @@ def test_read_promotes_from_cold(store: TieredStore) -> None:
     assert store.counters["cold"].hits == 1 and store.counters["hot"].misses == 1
 
 
+def test_get_many_answers_as_get_of_each(tmp_path: Path, clock: ManualClock) -> None:
+    one, many = make_store(tmp_path / "one", clock), make_store(tmp_path / "many", clock)
+    try:
+        for s in (one, many):
+            for i in range(300):  # k0.. end up in cold and warm, the newest in hot
+                s.put(f"k{i}".encode(), doc(i), ttl=5.0 if i % 7 == 0 else None)
+            s.delete(b"k299")  # a tombstone in hot
+        clock.advance(10.0)  # every seventh key has expired, in each tier
+        asked = [f"k{i}".encode() for i in (0, 1, 150, 297, 298, 299, 294, 1, 999)]
+        singly = [one.get(k) for k in asked]
+        batch = many.get_many(asked)
+        # The same answers (the tier that served one may differ: the batch reads the hot
+        # tier as of its start, while promotions for earlier keys evict from it).
+        assert [f and f[0] for f in batch] == [f and f[0] for f in singly]
+        found = [False, True, True, True, True, False, False, True, False]
+        assert [f is not None for f in batch] == found  # k1 twice: promoted, then hot
+        assert {f[1] for f in batch if f} == {"hot", "warm", "cold"}
+        assert [where(one, k) for k in asked] == [where(many, k) for k in asked]
+        for name in ("hot", "warm", "cold"):
+            assert many.counters[name].expirations == one.counters[name].expirations
+            assert many.counters[name].promotions == one.counters[name].promotions
+        assert sum(c.hits for c in many.counters.values()) == sum(found)
+    finally:
+        one.close()
+        many.close()
+
+
+def test_get_many_names_the_first_bad_key(store: TieredStore) -> None:
+    with pytest.raises(InvalidRequest, match=r"keys\[1\]: key must not be empty"):
+        store.get_many([b"a", b"", b"x" * 10**6])
+
+
 def test_no_promotion_when_disabled(tmp_path: Path, clock: ManualClock) -> None:
     store = make_store(tmp_path, clock, promote_on_read=False)
     for i in range(500):

@@ -133,9 +133,9 @@ class Core(Generic[V]):
 
     def get_many(self, keys: Iterable[K], *, consistency: object) -> Op[dict[K, V]]:
         """Read many values; missing keys are absent from the result."""
-        wanted: dict[bytes, list[K]] = {}
-        for key in keys:
-            wanted.setdefault(wire.encode_key(key), []).append(key)
+        spellings = list(keys)
+        encode = wire.encode_key
+        encoded = [encode(key) for key in spellings]
         level = self._read_level(consistency)
 
         def build(batch: Sequence[bytes], epoch: int) -> Message:
@@ -144,7 +144,7 @@ class Core(Generic[V]):
             )
 
         answers = yield from self.dispatch.keyed(
-            "GetMany", list(wanted), _same, build, read=True, size=_key_size
+            "GetMany", list(dict.fromkeys(encoded)), _same, build, read=True, size=_key_size
         )
         # Only values are wanted here: no Entry objects on this per-key path.
         decode = self.codec.decode
@@ -155,12 +155,12 @@ class Core(Generic[V]):
             for k, hit, value in zip(batch, response.found, response.values, strict=True):
                 if hit:
                     values[k] = decode(value)
-        found: dict[K, V] = {}  # in request order
-        for k, spellings in wanted.items():
-            if k in values:
-                for spelling in spellings:
-                    found[spelling] = values[k]
-        return found
+        # In request order, under the caller's spelling of each key.
+        return {
+            spelling: values[k]
+            for spelling, k in zip(spellings, encoded, strict=True)
+            if k in values
+        }
 
     def put_many(
         self,

@@ -273,12 +273,14 @@ class Dispatcher:
             return [(self._target(self.router.replicas(key(items[0])), failed), items)]
         targets: dict[Sequence[str], str] = {}
         groups: dict[str, list[T]] = {}
-        replicas_of = self.router.replicas
-        for item in items:
-            replicas = replicas_of(key(item))
+        routes = self.router.replicas_many([key(item) for item in items])
+        for item, replicas in zip(items, routes, strict=True):
             if (target := targets.get(replicas)) is None:
                 target = targets[replicas] = self._target(replicas, failed)
-            groups.setdefault(target, []).append(item)
+            if (group := groups.get(target)) is None:
+                groups[target] = [item]
+            else:
+                group.append(item)
         if size is None:
             return list(groups.items())
         opts = self.options

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from memcluster.common.errors import MemclusterError
-from memcluster.common.placement import Placement, partition_of
+from memcluster.common.placement import Placement, partition_of, partitions_of
 from memcluster.common.topology import Topology
 
 
@@ -76,6 +76,14 @@ class RingRouter:
             if route:
                 return route
         return self.bootstrap
+
+    def replicas_many(self, keys: Sequence[bytes]) -> list[Sequence[str]]:
+        """``replicas`` of each key, in one pass over the batch."""
+        snapshot = self._snapshot
+        if snapshot is None:
+            return [self.bootstrap] * len(keys)
+        routes, bootstrap = snapshot.routes, self.bootstrap
+        return [routes[p] or bootstrap for p in partitions_of(keys, snapshot.topology.partitions)]
 
     def any_address(self) -> str:
         """The ring members' addresses in turn (the bootstrap list's while none is known)."""

@@ -40,6 +40,10 @@ class Router(Protocol):
         """The addresses holding ``key``, primary first (never empty)."""
         ...
 
+    def replicas_many(self, keys: Sequence[bytes]) -> list[Sequence[str]]:
+        """``replicas`` of each key (batches)."""
+        ...
+
     def any_address(self) -> str:
         """An address for calls about a node or the cluster rather than a key."""
         ...
@@ -78,6 +82,10 @@ class StaticRouter:
     def replicas(self, key: bytes) -> Sequence[str]:
         """The one address."""
         return (self._address,)
+
+    def replicas_many(self, keys: Sequence[bytes]) -> list[Sequence[str]]:
+        """The one address for each key."""
+        return [(self._address,)] * len(keys)
 
     def any_address(self) -> str:
         """The one address."""
