@@ -117,6 +117,24 @@ def test_read_refreshes_recency(make_tier: Callable[..., Tier]) -> None:
     assert b"key-001" in victims
 
 
+def test_get_many_is_get_for_each_recency_included(make_tier: Callable[..., Tier]) -> None:
+    probe = make_tier()
+    probe.put(b"key-000", Item(value(0), 1), NOW)
+    tier = make_tier(probe.bytes_held * 10)
+    items = {f"key-{i:03d}".encode(): Item(value(i), i + 1, expires_ms=i) for i in range(10)}
+    for i, (key, item) in enumerate(items.items()):
+        tier.put(key, item, NOW + i)
+    tier.put(b"gone", Item(b"", 99, tombstone=True), NOW + 10)
+    asked = [b"key-000", b"absent", b"key-003", b"gone", b"key-000"]
+    want = [items[b"key-000"], None, items[b"key-003"], Item(b"", 99, tombstone=True)]
+    assert tier.get_many(asked, NOW + 20) == [*want, items[b"key-000"]]
+    tier.put(b"key-010", Item(value(10), 11), NOW + 21)
+    tier.put(b"key-011", Item(value(11), 12), NOW + 21)
+    victims = dict(tier.evict_overflow(NOW + 22))
+    assert b"key-000" not in victims and b"key-003" not in victims  # read: recent
+    assert b"key-001" in victims
+
+
 def test_priority_protects_old_items(make_tier: Callable[..., Tier]) -> None:
     probe = make_tier()
     probe.put(b"key-000", Item(value(0), 1), NOW)

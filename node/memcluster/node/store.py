@@ -110,35 +110,59 @@ class TieredStore:
         return self._get(key, self._clock.now())
 
     def get_many(self, keys: Sequence[bytes]) -> list[tuple[Item, str] | None]:
-        """``get`` of each key, all validated first, at one reading of the clock."""
-        validate = self.validate_key
-        for index, key in enumerate(keys):
-            validate(key, where=f"keys[{index}]")
+        """``get`` of each key, all validated first, at one reading of the clock.
+
+        The first tier is asked in one pass, and only its misses go further down. So the
+        batch reads as of one instant: a key found in the first tier is answered from
+        there even if a promotion for an earlier key of the batch then evicts it.
+        """
+        self.validate_keys(keys)
         now = self._clock.now()
-        get = self._get
-        return [get(key, now) for key in keys]
+        now_ms = int(now * 1000)
+        first = self.tiers[0]
+        served = first.name
+        found: list[tuple[Item, str] | None] = []
+        append = found.append
+        hits = 0
+        for key, item in zip(keys, first.get_many(keys, now), strict=True):
+            if item is None:
+                # Asked again from the top: an earlier key of this batch may have been
+                # promoted into the first tier (the same key twice, say).
+                append(self._get(key, now))
+            elif item.tombstone or 0 < item.expires_ms <= now_ms:
+                append(self._serve(0, key, item, now))
+            else:
+                hits += 1
+                append((item, served))
+        self.counters[served].hits += hits
+        return found
 
     def _get(self, key: bytes, now: float) -> tuple[Item, str] | None:
         for depth, tier in enumerate(self.tiers):
             item = tier.get(key, now)
-            counters = self.counters[tier.name]
-            if item is None:
-                counters.misses += 1
-                continue
-            if item.expired(int(now * 1000)):
-                tier.pop(key)
-                counters.expirations += 1
-                return None
-            if item.tombstone:
-                counters.misses += 1
-                return None
-            counters.hits += 1
-            if depth and self._memory.promote_on_read:
-                tier.pop(key)
-                counters.promotions += 1
-                self._land(key, item, now)
-            return item, tier.name
+            if item is not None:
+                return self._serve(depth, key, item, now)
+            self.counters[tier.name].misses += 1
         return None
+
+    def _serve(self, depth: int, key: bytes, item: Item, now: float) -> tuple[Item, str] | None:
+        """What a read that found ``item`` in tier ``depth`` answers (expiry, tombstones,
+        promotion)."""
+        tier = self.tiers[depth]
+        counters = self.counters[tier.name]
+        if item.expired(int(now * 1000)):
+            tier.pop(key)
+            counters.expirations += 1
+            return None
+        if item.tombstone:
+            counters.misses += 1
+            return None
+        counters.hits += 1
+        if depth and self._memory.promote_on_read:
+            tier.pop(key)
+            counters.promotions += 1
+            self._land(key, item, now)
+        return item, tier.name
 
     def fetch(self, key: bytes) -> Item | None:
         """The stored item (tombstones included, expired excluded) without touching recency."""
@@ -390,6 +414,13 @@ class TieredStore:
         return 0 if ttl is None else int((now + ttl) * 1000)
 
     # -- validation: every message names the field and the limit to respect ---
+
+    def validate_keys(self, keys: Sequence[bytes]) -> None:
+        """``validate_key`` of each key of a batch (naming the first bad one)."""
+        if keys and min(map(len, keys)) > 0 and max(map(len, keys)) <= self._limits.max_key_bytes:
+            return  # the common case, checked without a Python step per key
+        for index, key in enumerate(keys):
+            self.validate_key(key, where=f"keys[{index}]")
 
     def validate_key(self, key: bytes, where: str = "key") -> None:
         """Raise InvalidRequest unless ``key`` is 1..max_key_bytes bytes."""

@@ -59,6 +59,10 @@ class Tier(Protocol):
         """The item (expired or not), counting an access for the eviction policy."""
         ...
 
+    def get_many(self, keys: list[bytes], now: float) -> list[Item | None]:
+        """``get`` of each key, in order (one pass where the tier has a cheaper one)."""
+        ...
+
     def peek(self, key: bytes) -> Item | None:
         """The item (expired or not) without counting an access."""
         ...

@@ -230,6 +230,10 @@ class ColdTier:
                 self._write(lambda w: None)
         return item
 
+    def get_many(self, keys: list[bytes], now: float) -> list[Item | None]:
+        """``get`` of each key."""
+        return [self.get(key, now) for key in keys]
+
     def peek(self, key: bytes) -> Item | None:
         """The item without counting an access: the store's own look-ups use it."""
         return self._peek(stored_key(key)) if key else None
