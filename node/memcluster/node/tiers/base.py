@@ -5,7 +5,7 @@ Every tier passes the same conformance suite (tests/unit/test_tier_conformance.p
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -59,7 +59,7 @@ class Tier(Protocol):
         """The item (expired or not), counting an access for the eviction policy."""
         ...
 
-    def get_many(self, keys: list[bytes], now: float) -> list[Item | None]:
+    def get_many(self, keys: Sequence[bytes], now: float) -> list[Item | None]:
         """``get`` of each key, in order (one pass where the tier has a cheaper one)."""
         ...
 

@@ -49,7 +49,7 @@ import hashlib
 import logging
 import os
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -230,7 +230,7 @@ class ColdTier:
                 self._write(lambda w: None)
         return item
 
-    def get_many(self, keys: list[bytes], now: float) -> list[Item | None]:
+    def get_many(self, keys: Sequence[bytes], now: float) -> list[Item | None]:
         """``get`` of each key."""
         return [self.get(key, now) for key in keys]
 

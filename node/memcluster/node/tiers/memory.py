@@ -23,7 +23,7 @@ finds expired).
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from memcluster.node.tiers.arena import (
     HEADER_SIZE,
@@ -122,7 +122,7 @@ class MemoryTier:
             self._decode(payload), version, origin, expires_ms, priority, bool(flags & TOMBSTONE)
         )
 
-    def get_many(self, keys: list[bytes], now: float) -> list[Item | None]:
+    def get_many(self, keys: Sequence[bytes], now: float) -> list[Item | None]:
         """``get`` of each key, in one loop (a batch read's first tier)."""
         if self.eviction == "lfu":
             get = self.get
