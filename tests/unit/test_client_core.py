@@ -649,6 +649,39 @@ def test_ring_router_routes_by_placement_and_swaps_only_for_newer_epochs() -> No
     assert router.replicas(b"k") == ("y:1",)
 
 
+def test_reads_try_a_joining_replica_last_and_writes_still_go_to_the_primary() -> None:
+    t = topology(5, "a", "b", "c", "d", rf=2, d=NodeState.JOINING)
+    router = RingRouter(["a:7400"])
+    router.update(t)
+    keys = [f"user{i}".encode() for i in range(200)]
+    led_by_d = [k for k in keys if addresses(t, k)[0] == "d:7400"]
+    assert led_by_d  # the joining node is the primary of some keys
+    for key in keys:
+        where = addresses(t, key)
+        assert tuple(router.replicas(key)) == where
+        assert tuple(router.replicas(key, read=True)) == tuple(
+            sorted(where, key=lambda a: a == "d:7400")  # stable: the others keep their order
+        )
+    assert router.replicas_many(keys, read=True) == [router.replicas(k, read=True) for k in keys]
+    assert router.replicas_many(keys) == [router.replicas(k) for k in keys]
+
+    cluster = FakeCluster(t)
+    core = ring_core(cluster)
+    key = led_by_d[0]
+    _, effects = drive(put(core, key), cluster)
+    assert [e.address for e in effects if isinstance(e, Call)] == ["d:7400"]
+    _, effects = drive(core.get(key, consistency=None), cluster)
+    assert [e.address for e in effects if isinstance(e, Call)] == [addresses(t, key)[1]]
+    _, effects = drive(core.get_many(led_by_d, consistency=None), cluster)
+    calls = [c for e in effects if isinstance(e, Parallel) for c in e.calls]
+    calls += [e for e in effects if isinstance(e, Call) and e.service == "Node"]
+    assert calls and "d:7400" not in {c.address for c in calls}
+    # Once it is UP, the joining node serves its keys' reads again.
+    core.dispatch.router.update(topology(6, "a", "b", "c", "d", rf=2))
+    _, effects = drive(core.get(key, consistency=None), cluster)
+    assert [e.address for e in effects if isinstance(e, Call)][-1] == "d:7400"
+
+
 def test_an_empty_ring_routes_to_the_bootstrap_nodes() -> None:
     router = RingRouter(["seed:1"])
     router.update(topology(1, "a", a=NodeState.DOWN))

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from memcluster.common.errors import MemclusterError
 from memcluster.common.placement import Placement, partition_of, partitions_of
-from memcluster.common.topology import Topology
+from memcluster.common.topology import NodeState, Topology
 
 
 def parse_addresses(address: str | Sequence[str]) -> tuple[str, ...]:
@@ -33,6 +33,8 @@ class _Snapshot:
     topology: Topology
     #: Each partition's replica addresses, primary first (empty when the ring is).
     routes: tuple[tuple[str, ...], ...]
+    #: The same for reads: JOINING replicas after the others (see ``RingRouter``).
+    read_routes: tuple[tuple[str, ...], ...]
     #: Addresses of the ring members (JOINING or UP).
     live: tuple[str, ...]
 
@@ -40,10 +42,19 @@ class _Snapshot:
     def of(cls, topology: Topology) -> _Snapshot:
         placement = Placement.current(topology)
         address = {n.id: n.address for n in topology.nodes}
+        joining = {n.address for n in topology.nodes if n.state == NodeState.JOINING}
         routes = tuple(
             tuple(address[i] for i in placement.owners(p)) for p in range(topology.partitions)
         )
-        return cls(topology, routes, tuple(n.address for n in topology.members()))
+        read_routes = (
+            tuple(
+                tuple(sorted(route, key=joining.__contains__)) if joining & set(route) else route
+                for route in routes
+            )
+            if joining
+            else routes
+        )
+        return cls(topology, routes, read_routes, tuple(n.address for n in topology.members()))
 
 
 class RingRouter:
@@ -68,21 +79,27 @@ class RingRouter:
         snapshot = self._snapshot
         return None if snapshot is None else snapshot.topology
 
-    def replicas(self, key: bytes) -> Sequence[str]:
-        """``key``'s replica addresses, primary first (the bootstrap list while no ring)."""
+    def replicas(self, key: bytes, read: bool = False) -> Sequence[str]:
+        """``key``'s replica addresses, primary first (the bootstrap list while no ring).
+
+        For a read, replicas still JOINING come after the others: a joining node is
+        receiving its data, and would have to fetch a key it lacks from the previous
+        owners first (as Cassandra sends no reads to a bootstrapping node).
+        """
         snapshot = self._snapshot
         if snapshot is not None:
-            route = snapshot.routes[partition_of(key, snapshot.topology.partitions)]
+            routes = snapshot.read_routes if read else snapshot.routes
+            route = routes[partition_of(key, snapshot.topology.partitions)]
             if route:
                 return route
         return self.bootstrap
 
-    def replicas_many(self, keys: Sequence[bytes]) -> list[Sequence[str]]:
+    def replicas_many(self, keys: Sequence[bytes], read: bool = False) -> list[Sequence[str]]:
         """``replicas`` of each key, in one pass over the batch."""
         snapshot = self._snapshot
         if snapshot is None:
             return [self.bootstrap] * len(keys)
-        routes, bootstrap = snapshot.routes, self.bootstrap
+        routes, bootstrap = snapshot.read_routes if read else snapshot.routes, self.bootstrap
         return [routes[p] or bootstrap for p in partitions_of(keys, snapshot.topology.partitions)]
 
     def any_address(self) -> str:
