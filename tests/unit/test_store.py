@@ -168,6 +168,38 @@ def test_apply_is_last_writer_wins(store: TieredStore) -> None:
     assert store.put(b"k", b"later") > v1 + 10, "the clock moved past the observed version"
 
 
+def test_apply_many_is_apply_of_each_in_order(tmp_path: Path, clock: ManualClock) -> None:
+    one, many = make_store(tmp_path / "one", clock), make_store(tmp_path / "many", clock)
+    try:
+        base = 0
+        for s in (one, many):
+            for i in range(200):  # spread over the three tiers
+                base = max(base, s.put(f"k{i}".encode(), doc(i)))
+        now_ms = int(clock.now() * 1000)
+        batch = [
+            (b"k0", Item(doc(1000), base + 10, 9)),  # newer than the cold copy
+            (b"k199", Item(b"older", 1, 9)),  # loses against the hot copy
+            (b"new", Item(b"first", base + 20, 9)),
+            (b"new", Item(b"second", base + 30, 9)),  # the same key again, newer
+            (b"new", Item(b"stale", base + 25, 9)),  # ... and then an older one
+            (b"gone", Item(b"", base + 40, 9, tombstone=True)),
+            (b"late", Item(b"x", base + 50, 9, expires_ms=now_ms - 1)),  # already expired
+        ] + [(f"m{i}".encode(), Item(doc(i), base + 100 + i, 9)) for i in range(60)]
+        applied = sum(one.apply(k, it) for k, it in batch)
+        assert many.apply_many(batch) == applied == 4 + 60
+        for key in {k for k, _ in batch} | {b"k1", b"k100"}:
+            assert many.fetch(key) == one.fetch(key), key
+        assert many.fetch(b"new").value == b"second"  # type: ignore[union-attr]
+        assert all(t.bytes_held <= t.capacity for t in many.tiers[:2])
+        assert many.put(b"k0", b"mine") > base + 159, "the clock moved past every version"
+        with pytest.raises(InvalidRequest, match=r"keys\[1\]"):
+            many.apply_many([(b"ok", Item(b"v", base + 999, 9)), (b"", Item(b"v", 1, 9))])
+        assert many.fetch(b"ok") is None  # a bad item applies none of the batch
+    finally:
+        one.close()
+        many.close()
+
+
 def test_touch_changes_expiry_and_priority(store: TieredStore, clock: ManualClock) -> None:
     store.put(b"k", b"v", ttl=10)
     item = store.touch(b"k", ttl=None, priority=7)

@@ -231,9 +231,7 @@ class PeerService(_OfNode, peer_pb2_grpc.PeerServicer):
 
     def _apply(self, items: Any) -> int:
         self.node.check_batch(len(items))
-        decoded = [(msg.key, _checked(msg)) for msg in items]
-        apply = self.node.store.apply
-        return sum(apply(key, item) for key, item in decoded)
+        return self.node.store.apply_many([(msg.key, _checked(msg)) for msg in items])
 
 
 FrameHandler = Callable[[Message], Coroutine[Any, Any, Message]]

@@ -279,6 +279,40 @@ class TieredStore:
         self._write(key, item, now)
         return True
 
+    def apply_many(self, items: Sequence[tuple[bytes, Item]]) -> int:
+        """``apply`` of each pair in order, with one eviction pass for the batch (as
+        ``write_many``): replication and migration batches. Returns how many won."""
+        self.validate_keys([key for key, _ in items])
+        now = self._clock.now()
+        now_ms = int(now * 1000)
+        observe, peek = self.hlc.observe, self._peek
+        winners: dict[bytes, Item] = {}
+        applied = 0
+        for key, item in items:
+            if item.expired(now_ms):
+                continue
+            observe(item.version)
+            held = winners.get(key)
+            if held is None:
+                held = peek(key)
+            if held is not None and held.order() >= item.order():
+                continue
+            winners[key] = item
+            applied += 1
+        if not winners:
+            return 0
+        self._evict_from_lower_tiers(list(winners))
+        top = self.tiers[0]
+        churn = 0
+        for key, item in winners.items():
+            top.put(key, item, now)
+            churn += len(key) + len(item.value)
+        self.churn_bytes += churn
+        victims = top.evict_overflow(now)
+        if victims:
+            self._hand_down(0, victims, now)
+        return applied
+
     # -- background work -----------------------------------------------------
 
     def maintenance_step(self, budget: int) -> int:
