@@ -398,6 +398,42 @@ async def test_items_go_to_their_new_owners_and_leave_this_node(
     assert not any(sleeps.pauses)  # a huge rate never waits (only yields: sleep(0))
 
 
+async def test_copies_handed_over_are_not_sent_again_when_the_next_epoch_comes_first(
+    store: TieredStore, sleeps: RecordedSleeps
+) -> None:
+    # The leader moves on (c turns UP) as soon as the join has settled, which can be
+    # before this node has dropped the copies it handed to c: those are not data held
+    # outside the placement, to be sent to every owner again, only copies to drop.
+    joined = joining_c()
+    held = fill(store, joined, "a")
+    peers = FakePeers()
+    run = Run(store, peers, "a", rate=10**12, batch=10)
+    run.migrator.start(joined)
+    await run.until_done()
+    first = sum(len(b.items) for batches in peers.received.values() for b in batches)
+    handed = [k for k in held if "a" not in Placement.current(joined).replicas(k)]
+    assert first == len(handed) > 0
+    assert run.migrator.settled(joined.epoch) == len(handed)
+
+    up = Topology(
+        joined.epoch + 1,
+        1,
+        (node("a"), node("b"), node("c")),
+        partitions=PARTITIONS,
+        previous_nodes=joined.members(),
+    )
+    run.finished.clear()
+    run.migrator.start(up)  # before the drop task has run a single step
+    progress = await run.until_done()
+    again = sum(len(b.items) for batches in peers.received.values() for b in batches)
+    assert again == first and progress.items_sent == 0  # nothing sent a second time
+    assert all(holds(store, k) for k in handed)  # kept until this epoch settles
+    assert run.migrator.settled(up.epoch) == len(handed)
+    assert await run.migrator.dropped() == len(handed)
+    assert not any(holds(store, k) for k in handed)
+    assert all(holds(store, k) for k in held if k not in handed)
+
+
 async def test_data_not_in_the_previous_placement_is_handed_to_every_owner(
     store: TieredStore, sleeps: RecordedSleeps
 ) -> None:

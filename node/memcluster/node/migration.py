@@ -151,6 +151,9 @@ class Migrator:
         self._task: asyncio.Task[None] | None = None
         self._dropping: asyncio.Task[int] | None = None
         self._to_drop: tuple[int, Placement, list[bytes]] | None = None
+        #: The copies a settled epoch handed over and scheduled for dropping (see
+        #: ``_migrate``), kept until they are dropped or the next epoch has scanned.
+        self._handed: tuple[int, set[bytes]] | None = None
 
     def start(self, topology: Topology) -> None:
         """Begin migrating for ``topology`` (cancelling a migration for an older epoch)."""
@@ -180,6 +183,7 @@ class Migrator:
         me = self.node_id
         leaving = [key for key in leaving if me not in current.replicas(key)]
         if leaving:
+            self._handed = (epoch, set(leaving))
             self._dropping = asyncio.get_running_loop().create_task(
                 self._drop(epoch, leaving), name=f"drop-{epoch}"
             )
@@ -198,6 +202,7 @@ class Migrator:
             dropped += count
             self.progress.items_dropped += count
             await asyncio.sleep(0)
+        self._handed = None
         log.info("epoch %d settled: dropped %d copies now owned elsewhere", epoch, dropped)
         return dropped
 
@@ -227,9 +232,12 @@ class Migrator:
         progress = self.progress
         self.on_progress(progress)
         delay = RETRY_DELAY
+        handed, self._handed = self._handed, None
+        if handed is None or handed[0] + 1 != topology.epoch:
+            handed = (0, set())
         while previous is not None:
             try:
-                await self._migrate(topology, previous, current)
+                await self._migrate(topology, previous, current, handed[1])
                 break
             except HandOverFailed as exc:
                 # Keep what could not be handed over and try again: the epoch cannot
@@ -257,7 +265,9 @@ class Migrator:
         )
         self.on_progress(progress)
 
-    async def _migrate(self, topology: Topology, previous: Placement, current: Placement) -> None:
+    async def _migrate(
+        self, topology: Topology, previous: Placement, current: Placement, handed: set[bytes]
+    ) -> None:
         me = self.node_id
         alive = {n.id for n in topology.nodes if n.state != NodeState.DOWN}
         progress = self.progress
@@ -273,9 +283,16 @@ class Migrator:
             )
             for p in range(partitions)
         ]
+        # Copies the epoch before handed to its owners, which the node had not dropped
+        # yet when this epoch came (the leader moves on as soon as it settles): those
+        # owners are this epoch's previous owners and send whatever moves on, so such a
+        # copy is only dropped here, not sent around again as data held outside the
+        # placement.
         # Keys only: most items stay put, and reading a cold item means decompressing it.
         for index, key in enumerate(self.store.keys()):
             targets, leaves = plan[partition_of(key, partitions)]
+            if targets and key in handed:
+                targets = []
             for target in targets:
                 outgoing[target].append(key)
             if leaves:
