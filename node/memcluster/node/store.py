@@ -268,16 +268,7 @@ class TieredStore:
 
     def apply(self, key: bytes, item: Item) -> bool:
         """Store a write made elsewhere if it beats what is held (last writer wins)."""
-        self.validate_key(key)
-        now = self._clock.now()
-        if item.expired(int(now * 1000)):
-            return False
-        self.hlc.observe(item.version)
-        held = self._peek(key)
-        if held is not None and held.order() >= item.order():
-            return False
-        self._write(key, item, now)
-        return True
+        return self.apply_many([(key, item)]) == 1
 
     def apply_many(self, items: Sequence[tuple[bytes, Item]]) -> int:
         """``apply`` of each pair in order, with one eviction pass for the batch (as

@@ -31,6 +31,7 @@ from memcluster.node.tiers.arena import (
     LOC_MASK,
     TOMBSTONE,
     Arena,
+    Meta,
     Removed,
 )
 from memcluster.node.tiers.base import Item
@@ -107,8 +108,15 @@ class MemoryTier:
     def get(self, key: bytes, now: float) -> Item | None:
         """The item, its access time refreshed (its LFU counter bumped)."""
         found = self._arena.read(key)
-        if found is None:
-            return None
+        return None if found is None else self._served(found, now)
+
+    def get_many(self, keys: Sequence[bytes], now: float) -> list[Item | None]:
+        """``get`` of each key, in one loop (a batch read's first tier)."""
+        read, served = self._arena.read, self._served
+        return [None if (found := read(key)) is None else served(found, now) for key in keys]
+
+    def _served(self, found: tuple[int, Meta, bytes], now: float) -> Item:
+        """The item of a record that a read found, its access noted."""
         loc, meta, payload = found
         version, origin, expires_ms, access, priority, flags, lfu, _size, _klen = meta
         now_s = int(now)
@@ -121,30 +129,6 @@ class MemoryTier:
         return Item(
             self._decode(payload), version, origin, expires_ms, priority, bool(flags & TOMBSTONE)
         )
-
-    def get_many(self, keys: Sequence[bytes], now: float) -> list[Item | None]:
-        """``get`` of each key, in one loop (a batch read's first tier)."""
-        if self.eviction == "lfu":
-            get = self.get
-            return [get(key, now) for key in keys]
-        read, set_access, decode = self._arena.read, self._arena.set_access, self._decode
-        now_s = int(now)
-        found: list[Item | None] = []
-        for key in keys:
-            hit = read(key)
-            if hit is None:
-                found.append(None)
-                continue
-            loc, meta, payload = hit
-            version, origin, expires_ms, access, priority, flags, lfu, _size, _klen = meta
-            if now_s - access >= ACCESS_GRANULARITY:
-                set_access(loc, now_s, lfu)
-            found.append(
-                Item(
-                    decode(payload), version, origin, expires_ms, priority, bool(flags & TOMBSTONE)
-                )
-            )
-        return found
 
     def peek(self, key: bytes) -> Item | None:
         """The item without counting an access."""
