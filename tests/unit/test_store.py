@@ -168,25 +168,34 @@ def test_apply_is_last_writer_wins(store: TieredStore) -> None:
     assert store.put(b"k", b"later") > v1 + 10, "the clock moved past the observed version"
 
 
+def filled_with_a_batch(stores: list[TieredStore], clock: ManualClock) -> tuple[int, ApplyBatch]:
+    """Fill ``stores`` alike over their three tiers; a batch to apply with every case."""
+    base = 0
+    for s in stores:
+        for i in range(200):  # spread over the three tiers
+            base = max(base, s.put(f"k{i}".encode(), doc(i)))
+    now_ms = int(clock.now() * 1000)
+    return base, [
+        (b"k0", Item(doc(1000), base + 10, 9)),  # newer than the cold copy
+        (b"k199", Item(b"older", 1, 9)),  # loses against the hot copy
+        (b"k198", Item(doc(2000), base + 15, 9)),  # newer than the hot copy
+        (b"new", Item(b"first", base + 20, 9)),
+        (b"new", Item(b"second", base + 30, 9)),  # the same key again, newer
+        (b"new", Item(b"stale", base + 25, 9)),  # ... and then an older one
+        (b"gone", Item(b"", base + 40, 9, tombstone=True)),
+        (b"late", Item(b"x", base + 50, 9, expires_ms=now_ms - 1)),  # already expired
+    ] + [(f"m{i}".encode(), Item(doc(i), base + 100 + i, 9)) for i in range(60)]
+
+
+ApplyBatch = list[tuple[bytes, Item]]
+
+
 def test_apply_many_is_apply_of_each_in_order(tmp_path: Path, clock: ManualClock) -> None:
     one, many = make_store(tmp_path / "one", clock), make_store(tmp_path / "many", clock)
     try:
-        base = 0
-        for s in (one, many):
-            for i in range(200):  # spread over the three tiers
-                base = max(base, s.put(f"k{i}".encode(), doc(i)))
-        now_ms = int(clock.now() * 1000)
-        batch = [
-            (b"k0", Item(doc(1000), base + 10, 9)),  # newer than the cold copy
-            (b"k199", Item(b"older", 1, 9)),  # loses against the hot copy
-            (b"new", Item(b"first", base + 20, 9)),
-            (b"new", Item(b"second", base + 30, 9)),  # the same key again, newer
-            (b"new", Item(b"stale", base + 25, 9)),  # ... and then an older one
-            (b"gone", Item(b"", base + 40, 9, tombstone=True)),
-            (b"late", Item(b"x", base + 50, 9, expires_ms=now_ms - 1)),  # already expired
-        ] + [(f"m{i}".encode(), Item(doc(i), base + 100 + i, 9)) for i in range(60)]
+        base, batch = filled_with_a_batch([one, many], clock)
         applied = sum(one.apply(k, it) for k, it in batch)
-        assert many.apply_many(batch) == applied == 4 + 60
+        assert many.apply_many(batch) == applied == 5 + 60
         for key in {k for k, _ in batch} | {b"k1", b"k100"}:
             assert many.fetch(key) == one.fetch(key), key
         assert many.fetch(b"new").value == b"second"  # type: ignore[union-attr]
@@ -198,6 +207,42 @@ def test_apply_many_is_apply_of_each_in_order(tmp_path: Path, clock: ManualClock
     finally:
         one.close()
         many.close()
+
+
+def test_apply_many_into_the_last_tier_keeps_the_same_winners_there(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    top, last = make_store(tmp_path / "top", clock), make_store(tmp_path / "last", clock)
+    try:
+        _, batch = filled_with_a_batch([top, last], clock)
+        hot_before = set(last.tiers[0].keys())
+        assert b"k198" in hot_before and b"k199" in hot_before
+        assert last.apply_many(batch, last_tier=True) == top.apply_many(batch) == 5 + 60
+        for key in {k for k, _ in batch} | {b"k1", b"k100"}:
+            assert last.fetch(key) == top.fetch(key), key
+        won = {b"k0", b"k198", b"new", b"gone"} | {f"m{i}".encode() for i in range(60)}
+        for key in won:
+            assert where(last, key) == ["cold"], key  # the older hot copy of k198 is gone
+        assert where(last, b"k199") == ["hot"]  # the loser left the newer copy alone
+        # The hot and warm tiers only lost what was replaced: nothing was pushed down.
+        assert set(last.tiers[0].keys()) == hot_before - {b"k198"}
+        found = last.get(b"m5")  # and a read promotes a landed item as any cold one
+        assert found is not None and found[0].value == doc(5) and where(last, b"m5") == ["hot"]
+    finally:
+        top.close()
+        last.close()
+
+
+def test_apply_many_into_the_last_tier_without_a_cold_tier_lands_in_warm(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    s = make_store(tmp_path, clock, tiers={"cold": {"enabled": False}})
+    try:
+        s.put(b"a", doc(1))
+        assert s.apply_many([(b"b", Item(doc(2), s.hlc.now() + 1, 9))], last_tier=True) == 1
+        assert where(s, b"a") == ["hot"] and where(s, b"b") == ["warm"]
+    finally:
+        s.close()
 
 
 def test_touch_changes_expiry_and_priority(store: TieredStore, clock: ManualClock) -> None:

@@ -189,7 +189,7 @@ class TieredStore:
         for index, (key, value, ttl, priority) in enumerate(puts):
             self.validate_put(key, value, ttl, priority, where=f"items[{index}]")
         now = self._clock.now()
-        self._evict_from_lower_tiers([p[0] for p in puts])
+        self._evict_from_other_tiers([p[0] for p in puts])
         top, version, origin, expiry = self.tiers[0], self.hlc.now, self.origin, self._expiry
         written = []
         churn = 0
@@ -270,9 +270,16 @@ class TieredStore:
         """Store a write made elsewhere if it beats what is held (last writer wins)."""
         return self.apply_many([(key, item)]) == 1
 
-    def apply_many(self, items: Sequence[tuple[bytes, Item]]) -> int:
+    def apply_many(self, items: Sequence[tuple[bytes, Item]], *, last_tier: bool = False) -> int:
         """``apply`` of each pair in order, with one eviction pass for the batch (as
-        ``write_many``): replication and migration batches. Returns how many won."""
+        ``write_many``): replication and migration batches. Returns how many won.
+
+        ``last_tier`` lands the winners in the last tier instead of the first: what a
+        migration hands over. A new owner's RAM tiers then fill with what it is asked
+        for (a read promotes, as for any cold item), not with everything it is handed,
+        and each item is compressed once instead of again in every tier on its way
+        down (about half the work per item; the node answers requests meanwhile).
+        """
         self.validate_keys([key for key, _ in items])
         now = self._clock.now()
         now_ms = int(now * 1000)
@@ -292,16 +299,14 @@ class TieredStore:
             applied += 1
         if not winners:
             return 0
-        self._evict_from_lower_tiers(list(winners))
-        top = self.tiers[0]
-        churn = 0
-        for key, item in winners.items():
-            top.put(key, item, now)
-            churn += len(key) + len(item.value)
-        self.churn_bytes += churn
-        victims = top.evict_overflow(now)
+        depth = len(self.tiers) - 1 if last_tier else 0
+        self._evict_from_other_tiers(list(winners), depth)
+        landing = self.tiers[depth]
+        landing.put_many(list(winners.items()), now)
+        self.churn_bytes += sum(len(key) + len(item.value) for key, item in winners.items())
+        victims = landing.evict_overflow(now)
         if victims:
-            self._hand_down(0, victims, now)
+            self._hand_down(depth, victims, now)
         return applied
 
     # -- background work -----------------------------------------------------
@@ -385,13 +390,14 @@ class TieredStore:
         return None
 
     def _write(self, key: bytes, item: Item, now: float) -> None:
-        self._evict_from_lower_tiers([key])
+        self._evict_from_other_tiers([key])
         self._land(key, item, now)
 
-    def _evict_from_lower_tiers(self, keys: list[bytes]) -> None:
-        """Remove older copies below the top tier: a key lives in one tier only."""
-        for tier in self.tiers[1:]:
-            if not len(tier):
+    def _evict_from_other_tiers(self, keys: list[bytes], landing: int = 0) -> None:
+        """Remove older copies outside the tier ``keys`` land in (its own put replaces
+        them there): a key lives in one tier only."""
+        for depth, tier in enumerate(self.tiers):
+            if depth == landing or not len(tier):
                 continue
             held = [k for k in keys if k in tier] if len(keys) == 1 else tier.holding(keys)
             for key in held:
