@@ -11,8 +11,10 @@ fails is retried (with backoff) until it succeeds or a newer epoch replaces it. 
 make late or repeated transfers harmless: a receiver keeps whichever write is newer.
 
 Pace: foreground requests share the node's one event loop (and, on a small machine, its
-CPUs) with the move. Every byte a node sends or receives for a migration goes through
-its ``Pacer``: a token bucket of at most ``rate`` bytes per second that halves its rate
+CPUs) with the move. Migration work runs in slices of the loop's time (``TimeSlice``,
+one shared by all of a node's streams), so that a request waits behind a quarter of a
+millisecond of it at most. Every byte a node sends or receives for a migration goes through its
+``Pacer``: a token bucket of at most ``rate`` bytes per second that halves its rate
 whenever the node's event loop runs late (``LagMonitor``) and creeps back up while it
 is on time, never below ``min_rate``, so that a move always finishes in bounded time
 (as Cassandra throttles streams and Redis migrates slots in small steps). A receiver
@@ -32,7 +34,7 @@ from dataclasses import dataclass
 
 from memcluster.common.placement import Placement, partition_of
 from memcluster.common.topology import NodeState, Topology
-from memcluster.node.loops import LagMonitor
+from memcluster.node.loops import LagMonitor, TimeSlice
 from memcluster.node.peers import PeerPool
 from memcluster.node.replication import item_to_wire
 from memcluster.node.store import TieredStore
@@ -40,9 +42,7 @@ from memcluster.wire import peer_pb2
 
 log = logging.getLogger(__name__)
 
-SCAN_CHUNK = 512  # keys examined between yields to the event loop
-FETCH_STEP = 25  # items read for sending between yields
-DROP_STEP = 256  # copies dropped between yields once the epoch has settled
+DROP_STEP = 32  # copies dropped in one store call (one cold-tier transaction)
 RETRY_DELAY = 0.2
 MAX_RETRY_DELAY = 5.0
 #: The event-loop lag above which migration slows down, and the step sizes: a request
@@ -66,7 +66,12 @@ class Pacer:
     """
 
     def __init__(
-        self, ceiling: int, floor: int, lag: LagMonitor, target: float = LAG_TARGET
+        self,
+        ceiling: int,
+        floor: int,
+        lag: LagMonitor,
+        *,
+        target: float = LAG_TARGET,
     ) -> None:
         self.ceiling = ceiling
         self.floor = max(1, min(floor, ceiling))
@@ -95,12 +100,12 @@ class Pacer:
         if now - self._adapted < ADAPT_EVERY:
             return
         self._adapted = now
-        lag = self.lag.lag
-        if lag > self.target:
+        load = self.lag.lag / self.target
+        if load > 1:
             if self.rate > self.floor:
                 self.slowdowns += 1
             self.rate = max(float(self.floor), self.rate * BACK_OFF)
-        elif lag < self.target / 2:
+        elif load < 0.5:
             self.rate = min(float(self.ceiling), self.rate + self.ceiling * SPEED_UP)
 
 
@@ -148,6 +153,9 @@ class Migrator:
         floor = rate // MIN_RATE_SHARE if min_rate is None else min_rate
         #: Shared by this node's outgoing migrations and incoming transfers.
         self.pacer = Pacer(rate, floor, self.lag)
+        #: Shared too: with several streams in and out, one slice of migration work runs
+        #: between two turns of the event loop, not one per stream.
+        self.turn = TimeSlice()
         self._task: asyncio.Task[None] | None = None
         self._dropping: asyncio.Task[int] | None = None
         self._to_drop: tuple[int, Placement, list[bytes]] | None = None
@@ -197,11 +205,13 @@ class Migrator:
 
     async def _drop(self, epoch: int, leaving: list[bytes]) -> int:
         dropped = 0
+        turn = self.turn
         for start in range(0, len(leaving), DROP_STEP):
             count = self.store.discard_many(leaving[start : start + DROP_STEP])
             dropped += count
             self.progress.items_dropped += count
-            await asyncio.sleep(0)
+            if turn.over():
+                await turn.next()
         self._handed = None
         log.info("epoch %d settled: dropped %d copies now owned elsewhere", epoch, dropped)
         return dropped
@@ -289,6 +299,7 @@ class Migrator:
         # copy is only dropped here, not sent around again as data held outside the
         # placement.
         # Keys only: most items stay put, and reading a cold item means decompressing it.
+        turn = self.turn
         for index, key in enumerate(self.store.keys()):
             targets, leaves = plan[partition_of(key, partitions)]
             if targets and key in handed:
@@ -298,8 +309,8 @@ class Migrator:
             if leaves:
                 leaving.append(key)
             progress.items_scanned = index + 1
-            if index % SCAN_CHUNK == SCAN_CHUNK - 1:
-                await asyncio.sleep(0)
+            if turn.over():
+                await turn.next()
         failed = 0
         for target, items in outgoing.items():
             address = topology.address_of(target)
@@ -323,19 +334,20 @@ class Migrator:
         pacer = self.pacer
 
         async def batches() -> AsyncIterator[peer_pb2.ItemBatch]:
+            turn = self.turn
             for start in range(0, len(keys), self.batch):
                 # Read at send time: the latest version, and nothing deleted meanwhile.
-                chunk = []
-                for index, key in enumerate(keys[start : start + self.batch], 1):
+                wire = []
+                size = 0
+                for key in keys[start : start + self.batch]:
                     if (item := fetch(key)) is not None:
-                        chunk.append((key, item))
-                    if index % FETCH_STEP == 0:
-                        await asyncio.sleep(0)  # cold reads decompress: let requests in
-                wire = [item_to_wire(k, i) for k, i in chunk]
-                size = sum(len(k) + len(i.value) for k, i in chunk)
+                        wire.append(item_to_wire(key, item))
+                        size += len(key) + len(item.value)
+                    if turn.over():
+                        await turn.next()  # cold reads decompress: let requests in
                 await pacer.take(size)
                 yield peer_pb2.ItemBatch(items=wire, epoch=epoch)
-                progress.items_sent += len(chunk)
+                progress.items_sent += len(wire)
                 progress.bytes_sent += size
                 self.on_progress(progress)
 

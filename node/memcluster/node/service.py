@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -33,7 +32,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-TRANSFER_STEP = 25  # transferred items applied between yields to the event loop
+#: Transferred items applied in one store call (one cold-tier transaction, ~0.2 ms).
+TRANSFER_STEP = 16
 TIER_ENUM = {"hot": items_pb2.HOT, "warm": items_pb2.WARM, "cold": items_pb2.COLD}
 
 
@@ -216,22 +216,25 @@ class PeerService(_OfNode, peer_pb2_grpc.PeerServicer):
         self, request_iterator: AsyncIterator[peer_pb2.ItemBatch], context: Any
     ) -> peer_pb2.TransferSummary:
         received = applied = 0
-        pacer = self.node.migrator.pacer
+        pacer, turn = self.node.migrator.pacer, self.node.migrator.turn
         async for batch in request_iterator:
             received += len(batch.items)
             # A rebalance must not starve foreground requests: apply in small steps, each
-            # once the node's migration budget (shared with its own sends) has room for it.
-            # While it waits, this stream is not read and flow control slows the sender.
+            # once the node's migration budget (shared with its own sends) has room for it,
+            # and let requests in once a slice of the loop's time is used. While it waits,
+            # this stream is not read and flow control slows the sender.
             for start in range(0, len(batch.items), TRANSFER_STEP):
                 step = batch.items[start : start + TRANSFER_STEP]
                 await pacer.take(sum(len(m.key) + len(m.value) for m in step))
-                applied += self._apply(step)
-                await asyncio.sleep(0)
+                applied += self._apply(step, last_tier=True)
+                if turn.over():
+                    await turn.next()
         return peer_pb2.TransferSummary(received=received, applied=applied, epoch=self.node.epoch)
 
-    def _apply(self, items: Any) -> int:
+    def _apply(self, items: Any, *, last_tier: bool = False) -> int:
         self.node.check_batch(len(items))
-        return self.node.store.apply_many([(msg.key, _checked(msg)) for msg in items])
+        pairs = [(msg.key, _checked(msg)) for msg in items]
+        return self.node.store.apply_many(pairs, last_tier=last_tier)
 
 
 FrameHandler = Callable[[Message], Coroutine[Any, Any, Message]]
