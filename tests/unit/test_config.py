@@ -369,6 +369,10 @@ def test_unknown_env_variable_is_an_error() -> None:
         ({"memory": {"pressure": {"min_hot_fraction": 0}}}, "memory.pressure.min_hot_fraction: 0"),
         ({"memory": {"pressure": {"check_interval": "0s"}}}, "memory.pressure.check_interval"),
         ({"limits": {"max_key_bytes": 70000}}, "limits.max_key_bytes: 70000 is above 65535"),
+        (
+            {"cluster": {"migration_cpu_wait": 1}},
+            "cluster.migration_cpu_wait: 1.0 is outside [0, 1)",
+        ),
         ({"limits": {"max_value_bytes": "0B"}}, "limits.max_value_bytes: 0 must be at least 1"),
         ({"limits": {"max_batch_items": 1.5}}, "limits.max_batch_items: expected a whole number"),
         ({"server": {"listen": "7400"}}, 'server.listen: "7400" is not host:port'),

@@ -26,7 +26,7 @@ from memcluster.common.config import NodeConfig
 from memcluster.common.placement import Placement
 from memcluster.common.topology import NodeInfo, NodeState, Topology
 from memcluster.node import migration
-from memcluster.node.loops import LagMonitor
+from memcluster.node.loops import LagMonitor, RunQueueWait
 from memcluster.node.migration import Migrator, Pacer, Progress, _targets
 from memcluster.node.peers import PeerPool
 from memcluster.node.store import TieredStore
@@ -323,6 +323,7 @@ class Run:
         )
         self.lag = StillLag()
         self.migrator.pacer.lag = cast(LagMonitor, self.lag)
+        self.migrator.pacer.wait = lambda: 0.0  # nor waiting for a CPU, however busy CI is
 
     def _seen(self, progress: Progress) -> None:
         self.reports.append((progress.items_sent, progress.done))
@@ -519,6 +520,29 @@ async def test_a_late_event_loop_halves_the_rate_down_to_the_floor() -> None:
     assert slept == [] or all(s > 0 for s in slept)
 
 
+async def test_waiting_for_a_cpu_slows_the_rate_as_a_late_loop_does() -> None:
+    lag = StillLag()  # the loop itself is on time throughout
+    waits = [0.0]
+    pacer = Pacer(8000, 1000, cast(LagMonitor, lag), wait=lambda: waits[0], wait_target=0.1)
+    now = [100.0]
+    clock = types.SimpleNamespace(monotonic=lambda: now[0])
+    rates = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(migration, "time", clock)
+        mp.setattr(migration, "asyncio", types.SimpleNamespace(sleep=lambda s: _nothing()))
+        for wait in (0.2, 0.2, 0.07, 0.04, 0.04):  # busy, busy, between, idle, idle
+            waits[0] = wait
+            now[0] += migration.ADAPT_EVERY + 0.001
+            await pacer.take(100)
+            rates.append(pacer.rate)
+    assert rates == [4000, 2000, 2000, 2400, 2800]
+    assert pacer.slowdowns == 2
+
+
+async def _nothing() -> None:
+    return None
+
+
 async def test_the_rate_never_drops_below_the_floor_or_starts_above_the_ceiling() -> None:
     lag = StillLag()
     assert Pacer(1000, 5000, cast(LagMonitor, lag)).floor == 1000  # a floor above: clamped
@@ -526,6 +550,19 @@ async def test_the_rate_never_drops_below_the_floor_or_starts_above_the_ceiling(
     assert Pacer(1000, 10, cast(LagMonitor, lag)).rate == 1000
     migrator = Migrator("a", cast(TieredStore, None), cast(PeerPool, None), rate=800, batch=1)
     assert (migrator.pacer.ceiling, migrator.pacer.floor) == (800, 100)
+    assert migrator.pacer.wait_target == migration.WAIT_TARGET  # the CPU-wait signal is on
+
+
+def test_cluster_migration_cpu_wait_sets_the_target_and_zero_turns_it_off() -> None:
+    def pacer(cpu_wait: float) -> Pacer:
+        store, peers = cast(TieredStore, None), cast(PeerPool, None)
+        return Migrator("a", store, peers, rate=8, batch=1, cpu_wait=cpu_wait).pacer
+
+    on = pacer(0.25)
+    assert on.wait_target == 0.25
+    assert isinstance(getattr(on.wait, "__self__", None), RunQueueWait)
+    off = pacer(0.0)
+    assert getattr(off.wait, "__self__", None) is None and off.wait() == 0.0
 
 
 async def test_the_lag_monitor_measures_a_late_wake_up_and_stops_when_idle() -> None:

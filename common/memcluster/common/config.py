@@ -384,7 +384,9 @@ class NodeClusterConfig(_Section):
     ``etcd`` is a comma-separated list of host:port endpoints. The node registers under a
     lease of ``lease_ttl`` and keeps it alive; ``weight`` is its ring weight (1.0 a standard
     share). Writes wait ``replication_timeout`` for replica acknowledgements. Rebalancing
-    streams items in batches of ``migration_batch`` at most ``migration_rate`` bytes/s.
+    streams items in batches of ``migration_batch`` at most ``migration_rate`` bytes/s,
+    and slows down (to an eighth at the least) while the node's event-loop thread spends
+    more than ``migration_cpu_wait`` of its time waiting for a CPU (Linux; 0: never).
     """
 
     name: str = "memcluster"
@@ -394,6 +396,7 @@ class NodeClusterConfig(_Section):
     replication_timeout: _Duration = 2.0
     migration_rate: _Size = 8 * _MB
     migration_batch: int = 200
+    migration_cpu_wait: float = 0.08
     load_interval: _Duration = 2.0
 
     def _check(self) -> list[tuple[str, str]]:
@@ -403,6 +406,8 @@ class NodeClusterConfig(_Section):
         for name in ("replication_timeout", "load_interval"):
             if getattr(self, name) <= 0:
                 problems.append((name, "must be above 0"))
+        if not 0 <= self.migration_cpu_wait < 1:
+            problems.append(("migration_cpu_wait", f"{self.migration_cpu_wait} is outside [0, 1)"))
         return problems + _at_least_1(self, "migration_rate", "migration_batch")
 
 

@@ -131,6 +131,37 @@ class TaskSet:
             log.warning("%s task failed: %r", self.name, task.exception())
 
 
+class RunQueueWait:
+    """The share of time the calling thread spent ready to run but waiting for a CPU.
+
+    Linux accounts it per thread (``/proc/thread-self/schedstat``, second field: ns on
+    a run queue). Each ``sample`` returns the share since the previous one. A node's
+    event-loop thread that waits for a CPU answers requests late by as much, whatever
+    makes the machine busy: its own background work, its neighbours' or a client's.
+    Where the kernel does not keep it (other systems, schedstat off) it reads 0.0.
+    """
+
+    PATH = "/proc/thread-self/schedstat"
+
+    def __init__(self, path: str = PATH, clock: Callable[[], float] = time.monotonic) -> None:
+        self._path = path
+        self._clock = clock
+        self._last: tuple[float, float] | None = None
+
+    def sample(self) -> float:
+        """The share of the time since the last sample spent waiting (0.0 at first)."""
+        try:
+            with open(self._path, "rb") as f:
+                waited = int(f.read().split()[1]) / 1e9
+        except (OSError, ValueError, IndexError):
+            return 0.0
+        now, last = self._clock(), self._last
+        self._last = (now, waited)
+        if last is None or now <= last[0]:
+            return 0.0
+        return max(waited - last[1], 0.0) / (now - last[0])
+
+
 class LagMonitor:
     """How late the event loop runs what is ready: the wait a request arriving now sees.
 

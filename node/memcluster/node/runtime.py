@@ -58,6 +58,7 @@ class NodeRuntime:
             self.peers,
             rate=config.cluster.migration_rate,
             batch=config.cluster.migration_batch,
+            cpu_wait=config.cluster.migration_cpu_wait,
         )
         self.load = LoadMeter()
         self.gc = GcMonitor()
