@@ -537,6 +537,54 @@ async def test_waiting_for_a_cpu_slows_the_rate_as_a_late_loop_does() -> None:
             rates.append(pacer.rate)
     assert rates == [4000, 2000, 2000, 2400, 2800]
     assert pacer.slowdowns == 2
+    pacer.urgent = True  # restoring lost copies: a busy CPU no longer slows the move
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(migration, "time", clock)
+        waits[0] = 0.5
+        now[0] += migration.ADAPT_EVERY + 0.001
+        await pacer.take(100)
+        assert pacer.rate == 3200 and pacer.slowdowns == 2
+        lag.lag = 0.005  # ... but a late loop still does
+        now[0] += migration.ADAPT_EVERY + 0.001
+        await pacer.take(100)
+        assert pacer.rate == 1600 and pacer.slowdowns == 3
+
+
+@pytest.mark.parametrize(
+    ("topology", "urgent"),
+    [
+        (joining_c(), False),
+        (draining_a(), False),  # a leaves alive and hands its copies over itself
+        (  # b died and was removed: its copies are to be restored
+            Topology(
+                3,
+                1,
+                (node("a"), node("c")),
+                partitions=PARTITIONS,
+                previous_nodes=(node("a"), node("b"), node("c")),
+            ),
+            True,
+        ),
+        (  # b is down, not removed yet
+            Topology(
+                3,
+                1,
+                (node("a"), node("b", NodeState.DOWN), node("c")),
+                partitions=PARTITIONS,
+                previous_nodes=(node("a"), node("b"), node("c")),
+            ),
+            True,
+        ),
+    ],
+)
+async def test_a_move_that_restores_a_dead_nodes_copies_is_urgent(
+    store: TieredStore, topology: Topology, urgent: bool
+) -> None:
+    run = Run(store, FakePeers(), "a", rate=10**12, batch=10)
+    run.migrator.pacer.urgent = not urgent
+    run.migrator.start(topology)
+    await run.until_done()
+    assert run.migrator.pacer.urgent is urgent
 
 
 async def _nothing() -> None:

@@ -19,8 +19,11 @@ its rate whenever the node's event loop runs late (``LagMonitor``) or its thread
 for a CPU too often (``RunQueueWait``: the machine is busy, and every request pays for
 it), and creeps back up while neither is the case, never below ``min_rate``, so that a
 move always finishes in bounded time (as Cassandra throttles streams and Redis migrates
-slots in small steps). A receiver that waits for its bucket stops reading its streams,
-and gRPC flow control slows the senders: a node that many peers send to is not flooded.
+slots in small steps). A move that restores copies a dead node took with it is not
+slowed for a busy CPU, only for a late loop: until it is done some keys have fewer
+copies than the replication factor, and durability comes first. A receiver that waits
+for its bucket stops reading its streams, and gRPC flow control slows the senders: a
+node that many peers send to is not flooded.
 """
 
 from __future__ import annotations
@@ -89,6 +92,8 @@ class Pacer:
         self.target = target
         self.wait = wait
         self.wait_target = wait_target
+        #: Set while copies lost with a dead node are restored: ``wait`` is not heeded.
+        self.urgent = False
         self.slowdowns = 0
         self._free_at = 0.0  # when the bytes taken so far have had their share of time
         self._adapted = 0.0
@@ -111,7 +116,10 @@ class Pacer:
         if now - self._adapted < ADAPT_EVERY:
             return
         self._adapted = now
-        load = max(self.lag.lag / self.target, self.wait() / self.wait_target)
+        waited = self.wait()  # read every time: each reading covers the time since the last
+        load = self.lag.lag / self.target
+        if not self.urgent:
+            load = max(load, waited / self.wait_target)
         if load > 1:
             if self.rate > self.floor:
                 self.slowdowns += 1
@@ -255,6 +263,8 @@ class Migrator:
     async def _run(self, topology: Topology) -> None:
         previous = Placement.previous(topology)
         current = Placement.current(topology)
+        alive = {n.id for n in topology.nodes if n.state != NodeState.DOWN}
+        self.pacer.urgent = any(n.id not in alive for n in topology.previous_nodes)
         progress = self.progress
         self.on_progress(progress)
         delay = RETRY_DELAY
