@@ -46,11 +46,9 @@ class _Snapshot:
         routes = tuple(
             tuple(address[i] for i in placement.owners(p)) for p in range(topology.partitions)
         )
+        # A stable sort: the others keep their order, the joining ones go last.
         read_routes = (
-            tuple(
-                tuple(sorted(route, key=joining.__contains__)) if joining & set(route) else route
-                for route in routes
-            )
+            tuple(tuple(sorted(route, key=joining.__contains__)) for route in routes)
             if joining
             else routes
         )

@@ -63,6 +63,11 @@ SPEED_UP = 0.05  # of the ceiling, added per adjustment while the loop is on tim
 MIN_RATE_SHARE = 8  # the default floor: rate / 8
 
 
+def _never() -> float:
+    """No CPU-wait signal: the pace heeds only the loop's lag."""
+    return 0.0
+
+
 class Pacer:
     """The node's budget for migration bytes, sent and received (see the module docstring).
 
@@ -72,7 +77,8 @@ class Pacer:
     ``wait()`` (the share of time spent waiting for a CPU since its last call) is above
     ``wait_target`` (down to ``floor``), or raised by a twentieth of ``ceiling`` if both
     are below half their targets (up to ``ceiling``): additive increase, multiplicative
-    decrease, as TCP does with a congested link.
+    decrease, as TCP does with a congested link. While ``urgent`` (copies lost with a
+    dead node being restored) only the lag counts.
     """
 
     def __init__(
@@ -82,7 +88,7 @@ class Pacer:
         lag: LagMonitor,
         *,
         target: float = LAG_TARGET,
-        wait: Callable[[], float] = lambda: 0.0,
+        wait: Callable[[], float] = _never,
         wait_target: float = WAIT_TARGET,
     ) -> None:
         self.ceiling = ceiling
@@ -172,11 +178,8 @@ class Migrator:
         self.lag = LagMonitor()
         floor = rate // MIN_RATE_SHARE if min_rate is None else min_rate
         #: Shared by this node's outgoing migrations and incoming transfers.
-        if cpu_wait > 0:
-            wait = RunQueueWait().sample
-            self.pacer = Pacer(rate, floor, self.lag, wait=wait, wait_target=cpu_wait)
-        else:
-            self.pacer = Pacer(rate, floor, self.lag)
+        wait = RunQueueWait().sample if cpu_wait > 0 else _never
+        self.pacer = Pacer(rate, floor, self.lag, wait=wait, wait_target=cpu_wait or WAIT_TARGET)
         #: Shared too: with several streams in and out, one slice of migration work runs
         #: between two turns of the event loop, not one per stream.
         self.turn = TimeSlice()
@@ -273,7 +276,7 @@ class Migrator:
             handed = (0, set())
         while previous is not None:
             try:
-                await self._migrate(topology, previous, current, handed[1])
+                await self._migrate(topology, previous, current, alive, handed[1])
                 break
             except HandOverFailed as exc:
                 # Keep what could not be handed over and try again: the epoch cannot
@@ -302,10 +305,14 @@ class Migrator:
         self.on_progress(progress)
 
     async def _migrate(
-        self, topology: Topology, previous: Placement, current: Placement, handed: set[bytes]
+        self,
+        topology: Topology,
+        previous: Placement,
+        current: Placement,
+        alive: set[str],
+        handed: set[bytes],
     ) -> None:
         me = self.node_id
-        alive = {n.id for n in topology.nodes if n.state != NodeState.DOWN}
         progress = self.progress
         progress.items_total = sum(len(t) for t in self.store.tiers)
         outgoing: dict[str, list[bytes]] = defaultdict(list)

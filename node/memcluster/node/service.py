@@ -224,17 +224,20 @@ class PeerService(_OfNode, peer_pb2_grpc.PeerServicer):
             # and let requests in once a slice of the loop's time is used. While it waits,
             # this stream is not read and flow control slows the sender.
             for start in range(0, len(batch.items), TRANSFER_STEP):
-                step = batch.items[start : start + TRANSFER_STEP]
-                await pacer.take(sum(len(m.key) + len(m.value) for m in step))
-                applied += self._apply(step, last_tier=True)
+                step = self._items(batch.items[start : start + TRANSFER_STEP])
+                await pacer.take(sum(len(key) + len(item.value) for key, item in step))
+                applied += self.node.store.apply_many(step, last_tier=True)
                 if turn.over():
                     await turn.next()
         return peer_pb2.TransferSummary(received=received, applied=applied, epoch=self.node.epoch)
 
-    def _apply(self, items: Any, *, last_tier: bool = False) -> int:
+    def _apply(self, items: Any) -> int:
+        return self.node.store.apply_many(self._items(items))
+
+    def _items(self, items: Any) -> list[tuple[bytes, Item]]:
+        """A peer's items as the store takes them, refused if any cannot be stored."""
         self.node.check_batch(len(items))
-        pairs = [(msg.key, _checked(msg)) for msg in items]
-        return self.node.store.apply_many(pairs, last_tier=last_tier)
+        return [(msg.key, _checked(msg)) for msg in items]
 
 
 FrameHandler = Callable[[Message], Coroutine[Any, Any, Message]]
