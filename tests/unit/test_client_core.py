@@ -649,36 +649,46 @@ def test_ring_router_routes_by_placement_and_swaps_only_for_newer_epochs() -> No
     assert router.replicas(b"k") == ("y:1",)
 
 
-def test_reads_try_a_joining_replica_last_and_writes_still_go_to_the_primary() -> None:
+def test_requests_try_a_joining_replica_last() -> None:
     t = topology(5, "a", "b", "c", "d", rf=2, d=NodeState.JOINING)
     router = RingRouter(["a:7400"])
     router.update(t)
     keys = [f"user{i}".encode() for i in range(200)]
     led_by_d = [k for k in keys if addresses(t, k)[0] == "d:7400"]
-    assert led_by_d  # the joining node is the primary of some keys
+    assert led_by_d  # the joining node is the placement's primary of some keys
     for key in keys:
         where = addresses(t, key)
-        assert tuple(router.replicas(key)) == where
-        assert tuple(router.replicas(key, read=True)) == tuple(
+        assert tuple(router.replicas(key)) == tuple(
             sorted(where, key=lambda a: a == "d:7400")  # stable: the others keep their order
         )
-    assert router.replicas_many(keys, read=True) == [router.replicas(k, read=True) for k in keys]
     assert router.replicas_many(keys) == [router.replicas(k) for k in keys]
 
     cluster = FakeCluster(t)
     core = ring_core(cluster)
     key = led_by_d[0]
+    other = addresses(t, key)[1]
+    # Reads and writes alike go to the replica that is not joining: a write reaches
+    # the joining one through it.
     _, effects = drive(put(core, key), cluster)
-    assert [e.address for e in effects if isinstance(e, Call)] == ["d:7400"]
+    assert [e.address for e in effects if isinstance(e, Call)] == [other]
     _, effects = drive(core.get(key, consistency=None), cluster)
-    assert [e.address for e in effects if isinstance(e, Call)] == [addresses(t, key)[1]]
-    _, effects = drive(core.get_many(led_by_d, consistency=None), cluster)
-    calls = [c for e in effects if isinstance(e, Parallel) for c in e.calls]
-    calls += [e for e in effects if isinstance(e, Call) and e.service == "Node"]
-    assert calls and "d:7400" not in {c.address for c in calls}
-    # Once it is UP, the joining node serves its keys' reads again.
+    assert [e.address for e in effects if isinstance(e, Call)] == [other]
+    writes = dict.fromkeys(led_by_d, b"v")
+    batches = (
+        core.get_many(led_by_d, consistency=None),
+        core.put_many(writes, ttl=None, priority=0, consistency=None),
+    )
+    for many in batches:
+        _, effects = drive(many, cluster)
+        calls = [c for e in effects if isinstance(e, Parallel) for c in e.calls]
+        calls += [e for e in effects if isinstance(e, Call) and e.service == "Node"]
+        assert calls and "d:7400" not in {c.address for c in calls}
+    # Once it is UP, the node leads its keys again.
     core.dispatch.router.update(topology(6, "a", "b", "c", "d", rf=2))
+    assert tuple(core.dispatch.router.replicas(key)) == addresses(t, key)
     _, effects = drive(core.get(key, consistency=None), cluster)
+    assert [e.address for e in effects if isinstance(e, Call)][-1] == "d:7400"
+    _, effects = drive(put(core, key), cluster)
     assert [e.address for e in effects if isinstance(e, Call)][-1] == "d:7400"
 
 

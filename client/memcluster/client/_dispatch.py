@@ -166,7 +166,7 @@ class Dispatcher:
         retries = redirects = 0
         while pending:
             yield from self.ready()
-            plan = self._plan(pending, key, size, failed, read)
+            plan = self._plan(pending, key, size, failed)
             epoch, timeout = self.router.epoch, self.options.timeout
             calls = [Call(a, "Node", method, build(batch, epoch), timeout) for a, batch in plan]
             outcomes = yield from self._perform(calls)
@@ -187,7 +187,7 @@ class Dispatcher:
             redirects = redirects + 1 if refused else 0
             routed_by = self.router.epoch
             yield from self._recover(failures, retries, redirects, failed, failover)
-            if self.router.epoch == routed_by and self._goes_back(failures, key, failed, read):
+            if self.router.epoch == routed_by and self._goes_back(failures, key, failed):
                 yield Sleep(self.retry.delay(retries))
             retries += 1
         return answered
@@ -206,7 +206,7 @@ class Dispatcher:
         while True:
             if self._stale:
                 yield from self.ready()
-            address = self._target(router.replicas(key, read), failed)
+            address = self._target(router.replicas(key), failed)
             try:
                 response = yield Call(address, "Node", method, build(router.epoch), timeout)
             except grpc.RpcError as exc:
@@ -219,7 +219,7 @@ class Dispatcher:
             redirects = redirects + 1 if failure[2].refresh_routing else 0
             routed_by = router.epoch
             yield from self._recover([failure], retries, redirects, failed, failover)
-            if router.epoch == routed_by and self._goes_back([failure], _key, failed, read):
+            if router.epoch == routed_by and self._goes_back([failure], _key, failed):
                 yield Sleep(self.retry.delay(retries))
             retries += 1
 
@@ -255,12 +255,11 @@ class Dispatcher:
         failures: list[_Failure[T]],
         key: Callable[[T], bytes],
         failed: set[str],
-        read: bool,
     ) -> bool:
         """True when some failed item would go to a node that already failed it."""
         for address, batch, _, _ in failures:
             for item in batch:
-                target = self._target(self.router.replicas(key(item), read), failed)
+                target = self._target(self.router.replicas(key(item)), failed)
                 if target == address or target in failed:
                     return True
         return False
@@ -271,14 +270,13 @@ class Dispatcher:
         key: Callable[[T], bytes],
         size: Callable[[T], int] | None,
         failed: set[str],
-        read: bool,
     ) -> list[tuple[str, Sequence[T]]]:
         """``items`` grouped by target address, then cut into RPC-sized chunks."""
         if len(items) == 1 and size is None:  # a single-key call: nothing to group
-            return [(self._target(self.router.replicas(key(items[0]), read), failed), items)]
+            return [(self._target(self.router.replicas(key(items[0])), failed), items)]
         targets: dict[Sequence[str], str] = {}
         groups: dict[str, list[T]] = {}
-        routes = self.router.replicas_many([key(item) for item in items], read)
+        routes = self.router.replicas_many([key(item) for item in items])
         for item, replicas in zip(items, routes, strict=True):
             if (target := targets.get(replicas)) is None:
                 target = targets[replicas] = self._target(replicas, failed)

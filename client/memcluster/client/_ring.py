@@ -31,10 +31,10 @@ def parse_addresses(address: str | Sequence[str]) -> tuple[str, ...]:
 @dataclass(frozen=True, slots=True)
 class _Snapshot:
     topology: Topology
-    #: Each partition's replica addresses, primary first (empty when the ring is).
+    #: Each partition's replica addresses in the order requests try them: the
+    #: placement's order, JOINING replicas last (see ``RingRouter``); empty when the
+    #: ring is.
     routes: tuple[tuple[str, ...], ...]
-    #: The same for reads: JOINING replicas after the others (see ``RingRouter``).
-    read_routes: tuple[tuple[str, ...], ...]
     #: Addresses of the ring members (JOINING or UP).
     live: tuple[str, ...]
 
@@ -46,13 +46,10 @@ class _Snapshot:
         routes = tuple(
             tuple(address[i] for i in placement.owners(p)) for p in range(topology.partitions)
         )
-        # A stable sort: the others keep their order, the joining ones go last.
-        read_routes = (
-            tuple(tuple(sorted(route, key=joining.__contains__)) for route in routes)
-            if joining
-            else routes
-        )
-        return cls(topology, routes, read_routes, tuple(n.address for n in topology.members()))
+        if joining:
+            # A stable sort: the others keep their order, the joining ones go last.
+            routes = tuple(tuple(sorted(route, key=joining.__contains__)) for route in routes)
+        return cls(topology, routes, tuple(n.address for n in topology.members()))
 
 
 class RingRouter:
@@ -77,27 +74,29 @@ class RingRouter:
         snapshot = self._snapshot
         return None if snapshot is None else snapshot.topology
 
-    def replicas(self, key: bytes, read: bool = False) -> Sequence[str]:
+    def replicas(self, key: bytes) -> Sequence[str]:
         """``key``'s replica addresses, primary first (the bootstrap list while no ring).
 
-        For a read, replicas still JOINING come after the others: a joining node is
-        receiving its data, and would have to fetch a key it lacks from the previous
-        owners first (as Cassandra sends no reads to a bootstrapping node).
+        Replicas still JOINING come after the others. A joining node is receiving its
+        data: a read there would have to fetch a key it lacks from the previous owners
+        first (as Cassandra sends no reads to a bootstrapping node), and a write it
+        coordinated would wait for its event loop twice, on the way in and again for
+        the other replicas' acks, where as a replica it is waited for once. Every
+        replica gets each write either way.
         """
         snapshot = self._snapshot
         if snapshot is not None:
-            routes = snapshot.read_routes if read else snapshot.routes
-            route = routes[partition_of(key, snapshot.topology.partitions)]
+            route = snapshot.routes[partition_of(key, snapshot.topology.partitions)]
             if route:
                 return route
         return self.bootstrap
 
-    def replicas_many(self, keys: Sequence[bytes], read: bool = False) -> list[Sequence[str]]:
+    def replicas_many(self, keys: Sequence[bytes]) -> list[Sequence[str]]:
         """``replicas`` of each key, in one pass over the batch."""
         snapshot = self._snapshot
         if snapshot is None:
             return [self.bootstrap] * len(keys)
-        routes, bootstrap = snapshot.read_routes if read else snapshot.routes, self.bootstrap
+        routes, bootstrap = snapshot.routes, self.bootstrap
         return [routes[p] or bootstrap for p in partitions_of(keys, snapshot.topology.partitions)]
 
     def any_address(self) -> str:

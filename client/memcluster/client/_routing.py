@@ -36,12 +36,11 @@ class Router(Protocol):
         """The topology the routing is based on (None before the first, or never for some)."""
         ...
 
-    def replicas(self, key: bytes, read: bool = False) -> Sequence[str]:
-        """The addresses holding ``key``, primary first (never empty); for a ``read``,
-        in the order reads should try them."""
+    def replicas(self, key: bytes) -> Sequence[str]:
+        """The addresses holding ``key`` (never empty), in the order requests try them."""
         ...
 
-    def replicas_many(self, keys: Sequence[bytes], read: bool = False) -> list[Sequence[str]]:
+    def replicas_many(self, keys: Sequence[bytes]) -> list[Sequence[str]]:
         """``replicas`` of each key (batches)."""
         ...
 
@@ -80,11 +79,11 @@ class StaticRouter:
         """Always None: the node is addressed as given."""
         return None
 
-    def replicas(self, key: bytes, read: bool = False) -> Sequence[str]:
+    def replicas(self, key: bytes) -> Sequence[str]:
         """The one address."""
         return (self._address,)
 
-    def replicas_many(self, keys: Sequence[bytes], read: bool = False) -> list[Sequence[str]]:
+    def replicas_many(self, keys: Sequence[bytes]) -> list[Sequence[str]]:
         """The one address for each key."""
         return [(self._address,)] * len(keys)
 
