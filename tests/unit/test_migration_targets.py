@@ -399,40 +399,124 @@ async def test_items_go_to_their_new_owners_and_leave_this_node(
     assert not any(sleeps.pauses)  # a huge rate never waits (only yields: sleep(0))
 
 
-async def test_copies_handed_over_are_not_sent_again_when_the_next_epoch_comes_first(
+async def settle_join(
     store: TieredStore, sleeps: RecordedSleeps
-) -> None:
-    # The leader moves on (c turns UP) as soon as the join has settled, which can be
-    # before this node has dropped the copies it handed to c: those are not data held
-    # outside the placement, to be sent to every owner again, only copies to drop.
+) -> tuple[Run, FakePeers, list[bytes], dict[bytes, bytes]]:
+    """a hands c its share of a join and the join settles: (run, peers, handed, held)."""
     joined = joining_c()
     held = fill(store, joined, "a")
     peers = FakePeers()
     run = Run(store, peers, "a", rate=10**12, batch=10)
     run.migrator.start(joined)
     await run.until_done()
-    first = sum(len(b.items) for batches in peers.received.values() for b in batches)
     handed = [k for k in held if "a" not in Placement.current(joined).replicas(k)]
-    assert first == len(handed) > 0
+    assert sent_keys(peers) == sorted(handed) and handed
     assert run.migrator.settled(joined.epoch) == len(handed)
+    run.finished.clear()
+    return run, peers, handed, held
 
+
+def sent_keys(peers: FakePeers) -> list[bytes]:
+    return sorted(i.key for batches in peers.received.values() for b in batches for i in b.items)
+
+
+async def test_copies_handed_over_are_not_sent_again_when_the_next_epoch_comes_first(
+    store: TieredStore, sleeps: RecordedSleeps
+) -> None:
+    # The leader moves on as soon as the join has settled, which can be before this
+    # node has dropped the copies it handed to c: those are not data held outside the
+    # placement, to be sent to every owner again, only copies to drop.
+    run, peers, handed, held = await settle_join(store, sleeps)
+    grown = Topology(
+        3,
+        1,
+        (node("a"), node("b"), node("c"), node("d", NodeState.JOINING)),
+        partitions=PARTITIONS,
+        previous_nodes=joining_c().members(),
+    )
+    assert not Placement.current(grown).same_owners(Placement.previous(grown))  # type: ignore[arg-type]
+    peers.received.clear()
+    run.migrator.start(grown)  # owners change: the drop task is cancelled, the scan decides
+    progress = await run.until_done()
+    assert progress.items_scanned == len(held)
+    assert not set(sent_keys(peers)) & set(handed)  # nothing handed over is sent again
+    assert all(holds(store, k) for k in handed)  # kept until this epoch settles
+    leaving = [k for k in held if "a" not in Placement.current(grown).replicas(k)]
+    assert run.migrator.settled(grown.epoch) == len(leaving) >= len(handed)
+    assert await run.migrator.dropped() == len(leaving)
+    assert not any(holds(store, k) for k in leaving)
+
+
+async def test_copies_handed_to_a_node_that_died_since_are_sent_to_the_new_owners(
+    store: TieredStore, sleeps: RecordedSleeps
+) -> None:
+    run, peers, handed, _held = await settle_join(store, sleeps)
+    lost = Topology(
+        3,
+        1,
+        (node("a"), node("b"), node("c", NodeState.DOWN), node("d", NodeState.JOINING)),
+        partitions=PARTITIONS,
+        previous_nodes=joining_c().members(),
+    )
+    peers.received.clear()
+    run.migrator.start(lost)  # c died with what a handed it: a's copies are the last ones
+    await run.until_done()
+    current = Placement.current(lost)
+    to_d = sorted(k for k in handed if current.replicas(k) == ("d",))
+    assert to_d and set(to_d) <= set(sent_keys(peers))
+    assert all(holds(store, k) for k in handed)
+
+
+async def test_an_epoch_that_changes_no_owners_after_a_settled_one_scans_nothing(
+    store: TieredStore, sleeps: RecordedSleeps
+) -> None:
+    run, peers, handed, held = await settle_join(store, sleeps)
     up = Topology(
-        joined.epoch + 1,
+        3,
+        1,
+        (node("a"), node("b"), node("c")),
+        partitions=PARTITIONS,
+        previous_nodes=joining_c().members(),
+    )
+    run.migrator.start(up)  # c turns UP before the drop task has run a single step
+    progress = await run.until_done()
+    assert progress.items_scanned == progress.items_total == progress.items_sent == 0
+    assert sent_keys(peers) == sorted(handed)  # nothing more went out
+    assert run.migrator.settled(up.epoch) == 0  # nothing new to drop ...
+    assert await run.migrator.dropped() == len(handed)  # ... and the join's drops went on
+    assert not any(holds(store, k) for k in handed)
+    assert all(holds(store, k) for k in held if k not in handed)
+
+    # The next quiet epoch is quiet too: this one settled here as well.
+    run.finished.clear()
+    again = Topology(4, 1, up.nodes, partitions=PARTITIONS, previous_nodes=up.nodes)
+    run.migrator.start(again)
+    assert (await run.until_done()).items_scanned == 0
+
+
+async def test_an_epoch_that_changes_no_owners_is_scanned_if_the_one_before_did_not_settle_here(
+    store: TieredStore, sleeps: RecordedSleeps
+) -> None:
+    joined = joining_c()
+    held = fill(store, joined, "a")
+    run = Run(store, FakePeers(), "a", rate=10**12, batch=10)
+    run.migrator.start(joined)
+    await run.until_done()
+    run.finished.clear()
+    # The node learns of the next epoch before it has seen the join settle: only a scan
+    # can tell which copies it no longer owns.
+    up = Topology(
+        3,
         1,
         (node("a"), node("b"), node("c")),
         partitions=PARTITIONS,
         previous_nodes=joined.members(),
     )
-    run.finished.clear()
-    run.migrator.start(up)  # before the drop task has run a single step
+    run.migrator.start(up)
     progress = await run.until_done()
-    again = sum(len(b.items) for batches in peers.received.values() for b in batches)
-    assert again == first and progress.items_sent == 0  # nothing sent a second time
-    assert all(holds(store, k) for k in handed)  # kept until this epoch settles
-    assert run.migrator.settled(up.epoch) == len(handed)
-    assert await run.migrator.dropped() == len(handed)
-    assert not any(holds(store, k) for k in handed)
-    assert all(holds(store, k) for k in held if k not in handed)
+    assert progress.items_scanned == len(held) and progress.items_sent == 0
+    handed = [k for k in held if "a" not in Placement.current(up).replicas(k)]
+    assert run.migrator.settled(up.epoch) == len(handed) > 0
 
 
 async def test_data_not_in_the_previous_placement_is_handed_to_every_owner(

@@ -93,6 +93,14 @@ class Placement:
         """Node ids holding ``key``, primary first."""
         return self._owners[partition_of(key, self.partitions)]
 
+    def same_owners(self, other: Placement) -> bool:
+        """Whether every partition has the same owners (primary first) in ``other``.
+
+        True across an epoch that changes only node states within the ring (a JOINING
+        node turning UP): nothing has to move.
+        """
+        return self.partitions == other.partitions and self._owners == other._owners
+
     def primary_share(self) -> dict[str, float]:
         """Each member's fraction of primaries (for status and tests)."""
         counts = dict.fromkeys((n.id for n in self.members), 0)

@@ -9,6 +9,8 @@ in small steps, once the whole cluster has settled for the epoch (``settled``), 
 no key has fewer copies than its replication factor while data moves. A hand-over that
 fails is retried (with backoff) until it succeeds or a newer epoch replaces it. Versions
 make late or repeated transfers harmless: a receiver keeps whichever write is newer.
+An epoch that changes no owners (a joining node turning UP) right after one that
+settled here has nothing to move, and scans nothing.
 
 Pace: foreground requests share the node's one event loop (and, on a small machine, its
 CPUs) with the move. Migration work runs in slices of the loop's time (``TimeSlice``,
@@ -185,7 +187,8 @@ class Migrator:
         self.turn = TimeSlice()
         self._task: asyncio.Task[None] | None = None
         self._dropping: asyncio.Task[int] | None = None
-        self._to_drop: tuple[int, Placement, list[bytes]] | None = None
+        self._to_drop: tuple[int, list[bytes]] | None = None
+        self._settled = 0  # the last epoch whose copies to drop were decided (``settled``)
         #: The copies a settled epoch handed over and scheduled for dropping (see
         #: ``_migrate``), kept until they are dropped or the next epoch has scanned.
         self._handed: tuple[int, set[bytes]] | None = None
@@ -194,11 +197,22 @@ class Migrator:
         """Begin migrating for ``topology`` (cancelling a migration for an older epoch)."""
         if self._task is not None:
             self._task.cancel()
-        if self._dropping is not None:
+        previous = Placement.previous(topology)
+        current = Placement.current(topology)
+        # An epoch that changes no owners (a JOINING node turning UP) right after one
+        # that settled here moves nothing: every copy this node is to give up was handed
+        # over and is being dropped. Skip the scan of every key it holds, and let those
+        # drops go on.
+        quiet = (
+            previous is not None
+            and self._settled == topology.epoch - 1
+            and current.same_owners(previous)
+        )
+        if self._dropping is not None and not quiet:
             self._dropping.cancel()  # the new epoch's migration decides again
         self.progress = Progress(epoch=topology.epoch, done=False, started=time.time())
         self._task = asyncio.get_running_loop().create_task(
-            self._run(topology), name=f"migration-{topology.epoch}"
+            self._run(topology, previous, current, quiet), name=f"migration-{topology.epoch}"
         )
         self._task.add_done_callback(self._done)
 
@@ -214,9 +228,8 @@ class Migrator:
         self._to_drop = None
         if pending[0] < epoch:
             return 0  # superseded: the newer epoch's migration decides again
-        _, current, leaving = pending
-        me = self.node_id
-        leaving = [key for key in leaving if me not in current.replicas(key)]
+        self._settled = epoch
+        leaving = pending[1]  # the scan listed exactly the keys this epoch took away
         if leaving:
             self._handed = (epoch, set(leaving))
             self._dropping = asyncio.get_running_loop().create_task(
@@ -263,9 +276,9 @@ class Migrator:
         if error is not None:
             log.error("migration for epoch %d failed: %r", self.progress.epoch, error)
 
-    async def _run(self, topology: Topology) -> None:
-        previous = Placement.previous(topology)
-        current = Placement.current(topology)
+    async def _run(
+        self, topology: Topology, previous: Placement | None, current: Placement, quiet: bool
+    ) -> None:
         alive = {n.id for n in topology.nodes if n.state != NodeState.DOWN}
         self.pacer.urgent = any(n.id not in alive for n in topology.previous_nodes)
         progress = self.progress
@@ -273,8 +286,17 @@ class Migrator:
         delay = RETRY_DELAY
         handed, self._handed = self._handed, None
         if handed is None or handed[0] + 1 != topology.epoch:
-            handed = (0, set())
-        while previous is not None:
+            # Not seen settling here, but the epoch before finished its hand-over here:
+            # what it was to give up is with its new owners all the same.
+            done = self._to_drop
+            handed = (
+                (done[0], set(done[1])) if done and done[0] + 1 == topology.epoch else (0, set())
+            )
+        if quiet:
+            # Nothing moves; copies still being dropped stay known as handed over.
+            self._handed = (topology.epoch, handed[1]) if handed[1] else None
+            self._to_drop = (topology.epoch, [])
+        while previous is not None and not quiet:
             try:
                 await self._migrate(topology, previous, current, alive, handed[1])
                 break
@@ -319,23 +341,24 @@ class Migrator:
         leaving: list[bytes] = []
         partitions = current.partitions
         # Who gets a key depends only on its partition: decide once per partition.
-        plan = [
-            (
-                _targets(me, current.owners(p), previous.owners(p), alive),
-                me not in current.owners(p),
-            )
-            for p in range(partitions)
-        ]
         # Copies the epoch before handed to its owners, which the node had not dropped
         # yet when this epoch came (the leader moves on as soon as it settles): those
         # owners are this epoch's previous owners and send whatever moves on, so such a
         # copy is only dropped here, not sent around again as data held outside the
-        # placement.
+        # placement; unless no previous owner of its partition is alive any more.
+        plan = [
+            (
+                _targets(me, current.owners(p), previous.owners(p), alive),
+                me not in current.owners(p),
+                any(n in alive for n in previous.owners(p)),
+            )
+            for p in range(partitions)
+        ]
         # Keys only: most items stay put, and reading a cold item means decompressing it.
         turn = self.turn
         for index, key in enumerate(self.store.keys()):
-            targets, leaves = plan[partition_of(key, partitions)]
-            if targets and key in handed:
+            targets, leaves, covered = plan[partition_of(key, partitions)]
+            if targets and covered and key in handed:
                 targets = []
             for target in targets:
                 outgoing[target].append(key)
@@ -359,7 +382,7 @@ class Migrator:
             raise HandOverFailed(f"{failed} of {len(outgoing)} targets did not take their items")
         # Copies this node no longer owns are dropped once the whole cluster has settled
         # (every new owner has its copy), not now: a replica count never dips mid-move.
-        self._to_drop = (topology.epoch, current, leaving)
+        self._to_drop = (topology.epoch, leaving)
 
     async def _send(self, address: str, keys: list[bytes], epoch: int) -> None:
         progress = self.progress
