@@ -8,8 +8,10 @@ import random
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import lmdb
 import pytest
@@ -17,7 +19,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from memcluster.common.clock import ManualClock
+from memcluster.common.config import NodeConfig
 from memcluster.common.errors import InternalError, InvalidRequest
+from memcluster.node.runtime import NodeRuntime
 from memcluster.node.tiers import record
 from memcluster.node.tiers.base import Item
 from memcluster.node.tiers.cold import (
@@ -31,6 +35,7 @@ from memcluster.node.tiers.cold import (
 
 NOW = 1_700_000_000.0
 GiB = 1 << 30
+DEADLINE = 10.0  # seconds a wait for another thread may take before the test fails
 
 
 @pytest.fixture
@@ -307,6 +312,144 @@ def test_corrupt_record_names_its_key(path: str, caplog: pytest.LogCaptureFixtur
         assert tier.evict_overflow(NOW) == [(b"good", Item(noise(200, seed=b"good"), 1))]
     assert "unreadable" in caplog.text and len(tier) == 0
     tier.close()
+
+
+# flush may run on another thread (the node's periodic fsync); nothing else may.
+
+
+def test_flush_on_another_thread_beside_writes_and_close(path: str) -> None:
+    tier = ColdTier(path, GiB, sync_each_commit=False)
+    flushes = threading.Condition()
+    count = 0
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def flush_until_stopped() -> None:
+        nonlocal count
+        try:
+            while not stop.is_set():
+                tier.flush()
+                with flushes:
+                    count += 1
+                    flushes.notify_all()
+        except BaseException as exc:
+            errors.append(exc)
+
+    def flushed(more: int) -> bool:
+        """Wait until ``more`` flushes beyond those counted so far have finished."""
+        with flushes:
+            target = count + more
+            return flushes.wait_for(lambda: count >= target or bool(errors), DEADLINE)
+
+    flusher = threading.Thread(target=flush_until_stopped)
+    flusher.start()
+    try:
+        written: dict[bytes, Item] = {}
+        for batch in range(20):
+            assert flushed(1)  # each batch lands while the thread is flushing
+            items = [(b"k%d-%d" % (batch, i), Item(doc(batch * 10 + i), batch)) for i in range(10)]
+            tier.put_many(items, NOW)
+            written.update(items)
+            assert tier.get(items[0][0], NOW) == items[0][1]  # a touch for close to apply
+            assert tier.pop(items[-1][0]) == written.pop(items[-1][0])
+        tier.close()
+        assert flushed(2)  # flushes after close: no-ops, and nothing raises
+    finally:
+        stop.set()
+        flusher.join(DEADLINE)
+    assert not flusher.is_alive() and errors == []
+    tier.flush()  # a closed environment's sync would raise
+    tier = ColdTier(path, GiB)
+    assert dict(tier.scan()) == written and len(tier) == 180
+    tier.close()
+
+
+class _SlowSync:
+    """An LMDB environment whose first ``sync`` blocks until ``release`` is set."""
+
+    def __init__(self, env: Any) -> None:
+        self._env = env
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.calls: list[str] = []
+
+    def sync(self, force: bool = False) -> None:
+        first = not self.calls
+        self.calls.append("sync")
+        if first:
+            self.entered.set()
+            assert self.release.wait(DEADLINE)
+        self._env.sync(force)
+        self.calls.append("synced")
+
+    def close(self) -> None:
+        self.calls.append("close")
+        self._env.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._env, name)
+
+
+def test_close_waits_for_a_flush_under_way(path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    tier = ColdTier(path, GiB, sync_each_commit=False)
+    fill(tier, keys("a", "b"))
+    tier.get(b"a", NOW)  # close applies it: a write transaction beside the flush
+    slow = _SlowSync(tier._env)
+    monkeypatch.setattr(tier, "_env", slow)
+    errors: list[BaseException] = []
+    closed = threading.Event()
+
+    def run(step: Callable[[], None], done: threading.Event | None = None) -> None:
+        try:
+            step()
+        except BaseException as exc:
+            errors.append(exc)
+        if done is not None:
+            done.set()
+
+    flusher = threading.Thread(target=run, args=(tier.flush,))
+    flusher.start()
+    assert slow.entered.wait(DEADLINE)
+    closer = threading.Thread(target=run, args=(tier.close, closed))
+    closer.start()
+    try:
+        # A window, not a wait for state: close must still be waiting at its end.
+        assert not closed.wait(0.2)
+        assert "close" not in slow.calls
+    finally:
+        slow.release.set()
+    assert closed.wait(DEADLINE)
+    flusher.join(DEADLINE)
+    closer.join(DEADLINE)
+    assert errors == []
+    assert slow.calls == ["sync", "synced", "sync", "synced", "close"]
+    tier.flush()  # after close: nothing
+    assert slow.calls[-1] == "close"
+    tier = ColdTier(path, GiB)
+    assert sorted(key for key, _ in tier.scan()) == keys("a", "b")
+    tier.close()
+
+
+async def test_node_fsyncs_the_cold_tier_off_its_event_loop(
+    path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = NodeConfig.from_mapping({"memory": {"tiers": {"cold": {"path": path}}}})
+    runtime = NodeRuntime(config, "n1", "127.0.0.1:1")
+    cold = runtime.store.cold
+    assert cold is not None
+    threads: list[threading.Thread] = []
+    flush = cold.flush
+
+    def recorded() -> None:
+        threads.append(threading.current_thread())
+        flush()
+
+    monkeypatch.setattr(cold, "flush", recorded)
+    try:
+        await runtime._fsync()
+    finally:
+        runtime.store.close()
+    assert len(threads) == 1 and threads[0] is not threading.current_thread()
 
 
 # Long keys: LMDB takes at most 511 bytes; longer keys go under a digest form.

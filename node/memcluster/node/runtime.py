@@ -112,8 +112,12 @@ class NodeRuntime:
             await asyncio.sleep(0)  # let requests run between increments
 
     async def _fsync(self) -> None:
+        # The fsync takes milliseconds under write load; LMDB runs it without the GIL,
+        # so on a worker thread it no longer holds up requests. If close cancels this
+        # wait, the flush still finishes on its thread, and the cold tier's close waits
+        # for it.
         if self.store.cold is not None:
-            self.store.cold.flush()
+            await asyncio.to_thread(self.store.cold.flush)
 
     async def _pressure(self) -> None:
         capacity = self.pressure.check()

@@ -49,6 +49,7 @@ import hashlib
 import logging
 import os
 import struct
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -125,8 +126,19 @@ class _Write:
 class ColdTier:
     """The last tier: evicted items are dropped for good, so eviction here loses data.
 
-    Single-threaded, like the node's other data structures, and one process per path:
-    the counters are read once at open and then kept in memory.
+    Single-threaded, like the node's other data structures, with one exception:
+    ``flush`` may be called from another thread, so that the owner can take the fsync,
+    which runs for milliseconds under write load, off its event loop. That is safe
+    because ``flush`` touches none of the tier's Python state, only LMDB's
+    ``mdb_env_sync``: without ``writemap`` an fdatasync of the data file, which py-lmdb
+    runs with the GIL released and which needs no transaction, so the owner's
+    transactions go on beside it. A lock keeps ``close`` from closing the environment
+    under it (``close`` waits for a flush under way, and a flush after ``close`` does
+    nothing) and keeps two flushes from running at once. Everything else runs on the
+    owner's thread. (py-lmdb 3 also makes ``set_mapsize`` wait for a sync under way, so
+    a write that grows the map may wait for a flush.)
+
+    One process per path: the counters are read once at open and then kept in memory.
     """
 
     name = "cold"
@@ -172,6 +184,8 @@ class ColdTier:
         self._touched: dict[bytes, None] = {}  # an ordered set, oldest access first
         self._expiry_next = b""  # where pop_expired resumes
         self._closed = False
+        #: Held by ``flush`` (on any thread) and ``close`` around the environment's sync.
+        self._sync_lock = threading.Lock()
         self._codec = Codec(compression_level, on_trained=self._save_dictionary, background=True)
         with self._env.begin() as txn:
             counters = txn.get(_COUNTERS_KEY, db=self._meta)
@@ -365,21 +379,31 @@ class ColdTier:
             txn.abort()
 
     def flush(self) -> None:
-        """fsync what has been committed (for a tier opened without sync_each_commit)."""
-        if not self._closed:
-            self._env.sync(True)
+        """fsync what has been committed (for a tier opened without sync_each_commit).
+
+        The one method that may run on another thread (see the class docstring); once
+        the tier is closed it does nothing.
+        """
+        with self._sync_lock:
+            if not self._closed:
+                self._env.sync(True)
 
     def close(self) -> None:
-        """Apply pending accesses, fsync and close; closing twice is harmless."""
+        """Apply pending accesses, fsync and close; closing twice is harmless.
+
+        Waits for a ``flush`` under way on another thread: the environment must not
+        close under its sync.
+        """
         if self._closed:
             return
-        self._closed = True
-        try:
-            if self._touched:
-                self._write(lambda w: None)
-            self._env.sync(True)
-        finally:
-            self._env.close()
+        with self._sync_lock:
+            self._closed = True
+            try:
+                if self._touched:
+                    self._write(lambda w: None)
+                self._env.sync(True)
+            finally:
+                self._env.close()
 
     def _peek(self, stored: bytes) -> Item | None:
         with self._env.begin() as txn:
