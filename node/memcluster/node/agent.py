@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
+import math
 import time
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
@@ -33,6 +35,14 @@ log = logging.getLogger(__name__)
 RETRY_DELAY = 0.5
 MAX_RETRY_DELAY = 5.0
 
+PROGRESS_EVERY = 1.0
+"""Seconds between two reports of a running migration's counts.
+
+The migrator reports progress after every batch it sends, many times a second during a
+rebalance: an etcd put for each cost etcd and the coordinator CPU that clients felt in
+their latency, for counts only people watching the rebalance read.
+"""
+
 
 def progress_to_wire(node_id: str, progress: Progress) -> coordinator_pb2.MigrationProgress:
     """The protobuf a node publishes about its migration."""
@@ -47,14 +57,80 @@ def progress_to_wire(node_id: str, progress: Progress) -> coordinator_pb2.Migrat
     )
 
 
+class ReportSchedule:
+    """What the reports loop publishes and when, for one registration (no I/O).
+
+    A migration's milestones (a new epoch, its end, another failure) are due at once:
+    the coordinator and the other nodes wait for every node's ``done`` to settle an
+    epoch. Changed counts are due ``progress_every`` seconds after the last progress
+    report, the load ``load_every`` seconds after the last load report; both are due
+    at once on a new schedule (a new lease: the load key went with the old one).
+    """
+
+    def __init__(self, load_every: float, progress_every: float = PROGRESS_EVERY) -> None:
+        self.load_every = load_every
+        self.progress_every = progress_every
+        self._milestone: tuple[int, bool, int] | None = None
+        self._counts: tuple[int, int, int, int] | None = None
+        self._progress_at = -math.inf
+        self._load_at = -math.inf
+
+    def progress_due(self, progress: Progress, now: float) -> bool:
+        """Whether ``progress`` is to be published at ``now``."""
+        if _milestone(progress) != self._milestone:
+            return True
+        return _counts(progress) != self._counts and now >= self._progress_at + self.progress_every
+
+    def progress_sent(self, progress: Progress, now: float) -> None:
+        """``progress`` was published at ``now``."""
+        self._milestone, self._counts = _milestone(progress), _counts(progress)
+        self._progress_at = now
+
+    def load_due(self, now: float) -> bool:
+        """Whether the load is to be published at ``now``."""
+        return now >= self._load_at + self.load_every
+
+    def load_sent(self, now: float) -> None:
+        """The load was published at ``now``."""
+        self._load_at = now
+
+    def wait(self, progress: Progress, now: float) -> float:
+        """Seconds from ``now`` until a report is due if ``progress`` stays as it is."""
+        if self.progress_due(progress, now):
+            return 0.0
+        due = self._load_at + self.load_every
+        if _counts(progress) != self._counts:
+            # A throttled count goes out when its time comes even if nothing else
+            # happens: the last counts of a migration are not left unpublished.
+            due = min(due, self._progress_at + self.progress_every)
+        return max(0.0, due - now)
+
+
+def _milestone(progress: Progress) -> tuple[int, bool, int]:
+    return progress.epoch, progress.done, progress.failures
+
+
+def _counts(progress: Progress) -> tuple[int, int, int, int]:
+    return progress.items_sent, progress.bytes_sent, progress.items_scanned, progress.items_total
+
+
 class ClusterAgent:
-    """The node's side of the cluster protocol (see the module docstring)."""
+    """The node's side of the cluster protocol (see the module docstring).
+
+    ``progress_every`` is :data:`PROGRESS_EVERY` but for tests.
+    """
 
     def __init__(
-        self, node: NodeRuntime, config: NodeClusterConfig, on_leave: Callable[[], None]
+        self,
+        node: NodeRuntime,
+        config: NodeClusterConfig,
+        on_leave: Callable[[], None],
+        *,
+        progress_every: float = PROGRESS_EVERY,
     ) -> None:
         self.node = node
         self.config = config
+        self.progress_every = progress_every
         self.keys = Keys(config.name)
         self.etcd = Etcd(etcd_endpoints(config.etcd), timeout=max(1.0, config.lease_ttl / 2))
         self.session: Session | None = None
@@ -184,23 +260,41 @@ class ClusterAgent:
         self.node.migrator.settled(epoch)
 
     def _progress_changed(self, progress: Progress) -> None:
-        self._publish.set()
+        self._publish.set()  # the reports loop decides whether anything is due
 
     async def _reports(self) -> None:
-        """Publish migration progress when it changes and load every load_interval."""
+        """Publish migration progress and load when a ReportSchedule says they are due.
+
+        A new schedule for each registration and each restart after an etcd error: all
+        is published again at once, whatever a lost lease or a failed put took with it.
+        """
+        reported_under: Session | None = None
+        schedule = ReportSchedule(self.config.load_interval, self.progress_every)
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._publish.wait(), self.config.load_interval)
-            self._publish.clear()
+            await self.registered.wait()
             session = self.session
-            if session is None or not self.registered.is_set():
-                continue
+            assert session is not None  # registered is only set once there is one
+            if session is not reported_under:
+                reported_under = session
+                schedule = ReportSchedule(self.config.load_interval, self.progress_every)
+            self._publish.clear()
             me = self.node.node_id
-            progress = progress_to_wire(me, self.node.migrator.progress)
-            await self.etcd.put(self.keys.migrations + me, progress.SerializeToString())
-            await self.etcd.put(
-                self.keys.load + me, self._load().SerializeToString(), lease=session.lease_id
-            )
+            now = time.monotonic()
+            # A copy: the migration goes on while the put is under way, and what is
+            # recorded as sent must be what was sent.
+            progress = dataclasses.replace(self.node.migrator.progress)
+            if schedule.progress_due(progress, now):
+                wire = progress_to_wire(me, progress)
+                await self.etcd.put(self.keys.migrations + me, wire.SerializeToString())
+                schedule.progress_sent(progress, now)
+            if schedule.load_due(now):
+                await self.etcd.put(
+                    self.keys.load + me, self._load().SerializeToString(), lease=session.lease_id
+                )
+                schedule.load_sent(now)
+            timeout = schedule.wait(self.node.migrator.progress, time.monotonic())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._publish.wait(), timeout)
 
     def _load(self) -> coordinator_pb2.NodeLoad:
         node = self.node
