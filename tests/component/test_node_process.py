@@ -47,6 +47,17 @@ def test_basic_operations(nodes: NodeFactory) -> None:
         assert [n.address for n in topo.nodes] == [node.address]
 
 
+@pytest.mark.parametrize("loop", ["auto", "asyncio"])
+def test_the_node_runs_on_the_event_loop_its_config_chooses(nodes: NodeFactory, loop: str) -> None:
+    pytest.importorskip("uvloop", reason="uvloop has no build for this platform")
+    node = nodes.start(**{"server.event_loop": loop})
+    assert node.ready["event_loop"] == ("uvloop" if loop == "auto" else "asyncio")
+    with Client(node.address) as c:  # frames and gRPC both serve on either loop
+        c.put_many({f"k{i}".encode(): b"v" * 100 for i in range(200)})
+        assert c.get_many([f"k{i}".encode() for i in range(200)])[b"k7"] == b"v" * 100
+        assert c.stats()["node_id"]
+
+
 async def test_async_client(nodes: NodeFactory) -> None:
     node = nodes.start()
     async with AsyncClient(node.address) as c:

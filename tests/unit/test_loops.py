@@ -1,4 +1,5 @@
-"""The time slice that bounds background work on the event loop, and the run-queue probe."""
+"""The node's event loop choice, the time slice that bounds background work on it, and the
+run-queue probe."""
 
 from __future__ import annotations
 
@@ -8,7 +9,43 @@ from pathlib import Path
 
 import pytest
 
-from memcluster.node.loops import RunQueueWait, TimeSlice
+from memcluster.common.config import ConfigError, NodeConfig
+from memcluster.node.loops import (
+    RunQueueWait,
+    TimeSlice,
+    event_loop_factory,
+    event_loop_name,
+    run_on,
+)
+
+
+async def _loop_name() -> str:
+    return event_loop_name()
+
+
+def test_auto_runs_on_uvloop_where_it_is_installed_and_asyncio_on_request() -> None:
+    pytest.importorskip("uvloop", reason="uvloop has no build for this platform")
+    assert run_on("auto", _loop_name()) == "uvloop"
+    assert run_on("uvloop", _loop_name()) == "uvloop"
+    assert run_on("asyncio", _loop_name()) == "asyncio"
+    assert event_loop_factory("asyncio") is None
+
+
+def test_without_uvloop_auto_falls_back_and_uvloop_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # import uvloop raises ImportError
+    assert event_loop_factory("auto") is None
+    assert run_on("auto", _loop_name()) == "asyncio"
+    main = _loop_name()
+    with pytest.raises(ConfigError, match=r"server.event_loop: uvloop is not installed"):
+        run_on("uvloop", main)
+    assert main.cr_frame is None  # closed, not left to warn that it was never awaited
+
+
+def test_an_unknown_event_loop_is_refused_by_the_config() -> None:
+    with pytest.raises(ConfigError, match=r"server.event_loop: 'tokio' is not one of"):
+        NodeConfig.from_mapping({"server": {"event_loop": "tokio"}})
 
 
 def test_a_slice_is_over_once_its_budget_has_run() -> None:

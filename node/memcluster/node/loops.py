@@ -1,6 +1,7 @@
-"""Background loops with an owner: start(), close(), and a done-callback that reports a crash;
-the event-loop lag probe that paces background work, and the time slice that bounds how
-long a piece of background work holds the loop."""
+"""The node's event loop and its background work: which loop runs the node (uvloop or
+asyncio's own), background loops with an owner (start(), close(), and a done-callback
+that reports a crash), the event-loop lag probe that paces background work, and the
+time slice that bounds how long a piece of background work holds the loop."""
 
 from __future__ import annotations
 
@@ -8,9 +9,47 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
+
+from memcluster.common.config import ConfigError
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def event_loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The loop factory for ``server.event_loop`` (None: asyncio's default loop)."""
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop  # here: not built for every platform, and only the node needs it
+    except ImportError as exc:
+        if choice == "uvloop":
+            raise ConfigError(
+                "server.event_loop: uvloop is not installed here (pip install uvloop); "
+                "or set it to 'auto' or 'asyncio'"
+            ) from exc
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
+def run_on(choice: str, main: Coroutine[Any, Any, T]) -> T:
+    """Run ``main`` to completion on the event loop ``choice`` names."""
+    try:
+        factory = event_loop_factory(choice)
+    except BaseException:
+        main.close()
+        raise
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(main)
+
+
+def event_loop_name() -> str:
+    """``uvloop`` or ``asyncio``: which loop runs the caller."""
+    module = type(asyncio.get_running_loop()).__module__
+    return "uvloop" if module.startswith("uvloop") else "asyncio"
 
 
 class PeriodicTask:

@@ -22,6 +22,7 @@ import grpc
 from memcluster.common.config import NodeConfig
 from memcluster.common.rpc import add_health_and_reflection, advertised_address, set_serving
 from memcluster.node.frames import FramesServer
+from memcluster.node.loops import event_loop_name, run_on
 from memcluster.node.metrics import serve_metrics
 from memcluster.node.runtime import NodeRuntime
 from memcluster.node.service import (
@@ -92,6 +93,11 @@ async def _stop_serving(server: grpc.aio.Server, frames: FramesServer | None, gr
     await asyncio.gather(*stopping)
 
 
+def main(config: NodeConfig, ready_file: str | None = None) -> int:
+    """Run a node on the event loop its config chooses, until SIGTERM or SIGINT."""
+    return run_on(config.server.event_loop, run(config, ready_file))
+
+
 async def run(config: NodeConfig, ready_file: str | None = None) -> int:
     """Serve until SIGTERM/SIGINT; returns the process exit code."""
     server = grpc.aio.server(
@@ -149,12 +155,13 @@ async def run(config: NodeConfig, ready_file: str | None = None) -> int:
         "metrics": metrics_address,
         "cold_path": config.memory.tiers.cold.path if config.memory.tiers.cold.enabled else "",
         "cluster": config.cluster.name if config.cluster.etcd else "",
+        "event_loop": event_loop_name(),
     }
     line = json.dumps(ready)
     if ready_file:
         _write_atomically(ready_file, line)
     print(line, flush=True)
-    log.info("node %s serving on %s", node_id, address)
+    log.info("node %s serving on %s (event loop: %s)", node_id, address, ready["event_loop"])
 
     await stop.wait()
     log.info("shutting down: no new requests, %.0fs for in-flight ones", config.server.grace_period)
