@@ -116,6 +116,7 @@ def test_tiers_demote_promote_and_report(nodes: NodeFactory) -> None:
         # Reading an old key serves it from below and promotes it.
         entry = c.get_entry(keys[0])
         assert entry is not None and entry.value == doc(0) and entry.tier == "cold"
+        # The promotion runs once that read is answered, before the node reads on.
         assert c.get_entry(keys[0]).tier == "hot"  # type: ignore[union-attr]
         assert c.stats()["tiers"]["cold"]["promotions"] >= 1
         assert c.get_many(keys) == {k: doc(i) for i, k in enumerate(keys)}

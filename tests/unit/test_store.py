@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from memcluster.common.clock import ManualClock
 from memcluster.common.config import NodeConfig
 from memcluster.common.errors import InvalidRequest
+from memcluster.node import store as store_module
 from memcluster.node.store import TieredStore
 from memcluster.node.tiers.base import Item
 
@@ -71,6 +72,64 @@ def test_read_promotes_from_cold(store: TieredStore) -> None:
     assert where(store, b"k0") == ["hot"]
     assert store.counters["cold"].promotions == 1
     assert store.counters["cold"].hits == 1 and store.counters["hot"].misses == 1
+
+
+def test_a_node_promotes_after_the_read_is_answered(store: TieredStore) -> None:
+    for i in range(500):
+        store.put(f"k{i}".encode(), doc(i))
+    asked: list[int] = []
+    store.on_deferred = lambda: asked.append(len(asked))
+    cold = [k for k in (f"k{i}".encode() for i in range(100)) if where(store, k) == ["cold"]]
+    assert len(cold) >= 4
+    for key in cold[:4]:
+        found = store.get(key)
+        assert found is not None and found[1] == "cold" and where(store, key) == ["cold"]
+    assert store.get(cold[0]) is not None  # read again before its turn: queued once
+    assert asked == [0]  # one call for the first key queued, none while some wait
+    assert store.counters["cold"].promotions == 0 and store.counters["cold"].hits == 5
+
+    assert store.promote_deferred(3) == 1  # oldest read first, one left
+    assert [where(store, k) for k in cold[:4]] == [["hot"]] * 3 + [["cold"]]
+    store.put(cold[3], b"rewritten")  # a write meanwhile: the promotion has nothing to do
+    assert store.promote_deferred(3) == 0
+    assert store.counters["cold"].promotions == 3
+    assert store.get(cold[3]) == (store.fetch(cold[3]), "hot")
+    assert store.fetch(cold[3]).value == b"rewritten"  # type: ignore[union-attr]
+
+    store.get(cold[4])
+    assert asked == [0, 1]  # the queue emptied: the next deferral asks for a turn again
+
+
+def test_a_deferred_promotion_leaves_what_came_meanwhile(
+    store: TieredStore, clock: ManualClock
+) -> None:
+    for i in range(500):
+        store.put(f"k{i}".encode(), doc(i), ttl=60.0 if i == 1 else None)
+    store.on_deferred = lambda: None
+    assert where(store, b"k0") == where(store, b"k1") == ["cold"]
+    store.get(b"k0")
+    store.get(b"k1")
+    # A transfer's delete lands in the last tier; k1's own expiry passes.
+    store.apply_many([(b"k0", Item(b"", store.hlc.now(), 2, 0, 0, True))], last_tier=True)
+    clock.advance(120.0)
+    assert store.promote_deferred(10) == 0
+    assert where(store, b"k0") == ["cold"] and store.get(b"k0") is None  # still deleted
+    assert where(store, b"k1") == [] and store.counters["cold"].expirations == 1
+    assert store.counters["cold"].promotions == 0
+
+
+def test_deferred_promotions_are_bounded(
+    store: TieredStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_module, "MAX_DEFERRED", 2)
+    for i in range(500):
+        store.put(f"k{i}".encode(), doc(i))
+    store.on_deferred = lambda: None
+    cold = [k for k in (f"k{i}".encode() for i in range(100)) if where(store, k) == ["cold"]]
+    for key in cold[:3]:
+        assert store.get(key) is not None  # answered all the same
+    assert store.promote_deferred(10) == 0
+    assert [where(store, k) for k in cold[:3]] == [["hot"], ["hot"], ["cold"]]
 
 
 def test_get_many_answers_as_get_of_each(tmp_path: Path, clock: ManualClock) -> None:

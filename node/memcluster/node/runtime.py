@@ -25,6 +25,9 @@ from memcluster.node.view import ClusterView, standalone
 
 log = logging.getLogger(__name__)
 
+#: Promotions in one turn of the event loop (each may demote items down the tiers).
+PROMOTE_STEP = 32
+
 
 class NodeRuntime:
     """What the servicers and the metrics endpoint see of a node."""
@@ -79,8 +82,20 @@ class NodeRuntime:
     def start(self) -> None:
         """Start background work (on the running event loop)."""
         self.gc.install()
-        for loop in self._loops:
-            loop.start()
+        for task in self._loops:
+            task.start()
+        # Promotions wait until the request that found their items has been answered.
+        loop = asyncio.get_running_loop()
+
+        def soon() -> None:
+            loop.call_soon(self._promote)
+
+        self.store.on_deferred = soon
+
+    def _promote(self) -> None:
+        """A turn of promotions, then another after the requests that came meanwhile."""
+        if self.store.promote_deferred(PROMOTE_STEP):
+            asyncio.get_running_loop().call_soon(self._promote)
 
     @property
     def epoch(self) -> int:

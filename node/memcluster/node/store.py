@@ -4,7 +4,9 @@ Writes land in the first enabled tier (hot). A tier over capacity hands its
 eviction victims to the next tier down (demotion); the last tier drops them
 (eviction). Items idle past a tier's residence ttl move down too. A read that
 finds an item in a lower tier moves it back to the top (promotion) unless
-``promote_on_read`` is off. Deletes write tombstones that expire after
+``promote_on_read`` is off; a node defers that move until the read has been answered
+(``on_deferred``): the move, and the demotions it causes below, are not the reader's
+to wait for. Deletes write tombstones that expire after
 ``tombstone_ttl``, so that a replica that missed the delete cannot resurrect the
 key. Every write carries a hybrid-logical-clock version; ``apply`` (replication,
 transfer) keeps whichever write is newer.
@@ -13,7 +15,7 @@ transfer) keeps whichever write is newer.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +29,9 @@ from memcluster.node.tiers.memory import HotTier, WarmTier
 from memcluster.node.tiers.record import PRIORITY_MAX, PRIORITY_MIN
 
 FLUSH_BATCH = 1000
+#: Reads whose promotion may wait at once; past it a read does not queue its item (the
+#: next read of it will).
+MAX_DEFERRED = 4096
 
 
 @dataclass(slots=True)
@@ -100,6 +105,11 @@ class TieredStore:
         self.tiers = tiers
         self.counters = {tier.name: TierCounters() for tier in tiers}
         self.churn_bytes = 0  # bytes written into plus removed from tiers
+        #: Set by a node to take promotions off the read path: a read that finds an item
+        #: in a lower tier answers at once and queues the move; the first key queued calls
+        #: this, which is to make ``promote_deferred`` run soon. None: reads promote.
+        self.on_deferred: Callable[[], None] | None = None
+        self._deferred: dict[bytes, None] = {}  # keys to promote, oldest read first
         self.configured_hot_capacity = tiers[0].capacity
 
     # -- reads ---------------------------------------------------------------
@@ -159,10 +169,44 @@ class TieredStore:
             return None
         counters.hits += 1
         if depth and self._memory.promote_on_read:
-            tier.pop(key)
-            counters.promotions += 1
-            self._land(key, item, now)
+            if self.on_deferred is None:
+                tier.pop(key)
+                counters.promotions += 1
+                self._land(key, item, now)
+            elif len(self._deferred) < MAX_DEFERRED:
+                if not self._deferred:
+                    self.on_deferred()
+                self._deferred[key] = None
         return item, tier.name
+
+    def promote_deferred(self, limit: int) -> int:
+        """Promote up to ``limit`` of the items reads found in lower tiers (see
+        ``on_deferred``); returns how many are still waiting.
+
+        Each key is looked up again: whatever a write or a transfer did meanwhile wins
+        (a key rewritten since sits in the first tier already and is skipped).
+        """
+        deferred = self._deferred
+        now = self._clock.now()
+        now_ms = int(now * 1000)
+        for _ in range(min(limit, len(deferred))):
+            key = next(iter(deferred))
+            del deferred[key]
+            for tier in self.tiers[1:]:
+                item = tier.pop(key)
+                if item is None:
+                    continue
+                counters = self.counters[tier.name]
+                if item.expired(now_ms):
+                    counters.expirations += 1
+                    self._churn([(key, item)])
+                elif item.tombstone:  # a transfer's delete landed meanwhile: it stays put
+                    tier.put(key, item, now)
+                else:
+                    counters.promotions += 1
+                    self._land(key, item, now)
+                break
+        return len(deferred)
 
     def fetch(self, key: bytes) -> Item | None:
         """The stored item (tombstones included, expired excluded) without touching recency."""
