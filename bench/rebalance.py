@@ -35,7 +35,9 @@ from bench import dataset, timing, ycsb
 from bench.cluster import SMALL_TIERS, cluster_config, holdings, local_cluster
 from bench.systems import Memcluster
 from bench.workloads import POOL_SEED, SizeSpec, load, make_dataset
-from memcluster.cli.local import LocalCluster
+from memcluster.cli.local import LocalCluster, is_settled
+from memcluster.client.admin import AdminClient
+from memcluster.wire import coordinator_pb2
 
 NEW_NODE = "n4"
 VICTIM = "n1"
@@ -221,7 +223,7 @@ class _Scenario:
         self.cluster.add_node(NEW_NODE, wait=False)
         ready = self.mark("join_ready")
         sent = self._wait(
-            lambda: self.cluster.settled(nodes=4, required=[NEW_NODE]),
+            lambda status: is_settled(status, nodes=4, required=[NEW_NODE]),
             f"{NEW_NODE} to join and the cluster to settle",
             epoch,
         )
@@ -239,12 +241,12 @@ class _Scenario:
         killed = self.mark("kill")
         self.cluster.kill_node(VICTIM)
 
-        def gone() -> bool:
-            return VICTIM not in {n.id for n in self.cluster.status().topology.nodes}
+        def gone(status: coordinator_pb2.ClusterStatus) -> bool:
+            return VICTIM not in {n.id for n in status.topology.nodes}
 
         self._wait(gone, f"{VICTIM} to leave the topology", epoch)
         removed = self.mark("removed")
-        sent = self._wait(self.cluster.settled, "the cluster to settle", epoch)
+        sent = self._wait(is_settled, "the cluster to settle", epoch)
         settled = self.mark("kill_settled")
         restored: float | None = None
         under = checks = 0
@@ -272,27 +274,35 @@ class _Scenario:
         }
 
     def _wait(
-        self, predicate: Callable[[], bool], what: str, since_epoch: int
+        self,
+        predicate: Callable[[coordinator_pb2.ClusterStatus], bool],
+        what: str,
+        since_epoch: int,
     ) -> dict[tuple[str, int], tuple[int, int]]:
-        """Poll ``predicate``; meanwhile note migrations of epochs after ``since_epoch``.
+        """Poll the cluster's status until ``predicate`` holds; meanwhile note migrations of
+        epochs after ``since_epoch``. One status call per poll, over one channel: the
+        measured client shares this process.
 
         Returns (node, epoch) -> (items sent, bytes sent), the latest seen for each.
         """
         sent: dict[tuple[str, int], tuple[int, int]] = {}
         timeout = self.plan.settle_timeout
         deadline = time.monotonic() + timeout
-        for _ in range(int(timeout / POLL_INTERVAL) + 1):
-            try:
-                for m in self.cluster.status().migrations:
-                    if m.epoch > since_epoch:
-                        sent[m.node_id, m.epoch] = (m.items_sent, m.bytes_sent)
-            except Exception:  # the coordinator may be busy or electing: look again
-                pass
-            if predicate():
-                return sent
-            if time.monotonic() > deadline:
-                break
-            time.sleep(POLL_INTERVAL)
+        with AdminClient(self.cluster.coordinator_address()) as admin:
+            for _ in range(int(timeout / POLL_INTERVAL) + 1):
+                try:
+                    status = admin.status()
+                except Exception:  # the coordinator may be busy or electing: look again
+                    status = None
+                if status is not None:
+                    for m in status.migrations:
+                        if m.epoch > since_epoch:
+                            sent[m.node_id, m.epoch] = (m.items_sent, m.bytes_sent)
+                    if predicate(status):
+                        return sent
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(POLL_INTERVAL)
         raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 

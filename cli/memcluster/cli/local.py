@@ -61,6 +61,28 @@ def port_free(port: int) -> bool:
     return True
 
 
+def is_settled(
+    status: coordinator_pb2.ClusterStatus,
+    *,
+    nodes: int | None = None,
+    required: Sequence[str] = (),
+) -> bool:
+    """True when ``status`` shows every topology node UP and done migrating for its epoch
+    (with at least ``nodes`` nodes, ``required`` among them)."""
+    topology = status.topology
+    if topology.epoch == 0:
+        return False
+    ids = {n.id for n in topology.nodes}
+    if nodes is not None and len(ids) < nodes:
+        return False
+    if not set(required) <= ids:
+        return False
+    if any(n.state != topology_pb2.UP for n in topology.nodes):
+        return False
+    done = {m.node_id for m in status.migrations if m.epoch >= topology.epoch and m.done}
+    return ids <= done
+
+
 def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
     """Poll ``predicate`` every 0.1 s; TimeoutError naming ``what`` after ``timeout``."""
     deadline = time.monotonic() + timeout
@@ -88,18 +110,7 @@ class ObservedCluster:
             status = self.status()
         except Exception:
             return False
-        topology = status.topology
-        if topology.epoch == 0:
-            return False
-        ids = {n.id for n in topology.nodes}
-        if nodes is not None and len(ids) < nodes:
-            return False
-        if not set(required) <= ids:
-            return False
-        if any(n.state != topology_pb2.UP for n in topology.nodes):
-            return False
-        done = {m.node_id for m in status.migrations if m.epoch >= topology.epoch and m.done}
-        return ids <= done
+        return is_settled(status, nodes=nodes, required=required)
 
     def wait_settled(
         self, timeout: float = 60.0, *, nodes: int | None = None, required: list[str] | None = None
