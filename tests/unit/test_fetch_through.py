@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any, cast
 
+import pytest
+
 from memcluster.common.clock import ManualClock
 from memcluster.common.config import NodeConfig
 from memcluster.common.topology import NodeInfo, NodeState, Topology
@@ -151,5 +153,32 @@ async def test_with_three_previous_owners_one_lagging_answer_is_not_enough() -> 
     found = await asyncio.wait_for(read, 5)
     assert found[0] is not None and found[0][0].value == b"new"
     peers.gates["d"].set()
+    await asyncio.wait_for(_others(), 5)
+    local.close()
+
+
+READS = {
+    "get": lambda r: r.get(KEY, CONSISTENCY_ONE),
+    "get_many": lambda r: r.get_many([b"x", KEY], CONSISTENCY_ONE),
+    "values_many": lambda r: r.values_many([b"x", KEY], CONSISTENCY_ONE),
+}
+WANT = {
+    "get": lambda found: found is not None and found[0].value == b"there",
+    "get_many": lambda found: [f[0].value for f in found] == [b"here", b"there"],
+    "values_many": lambda found: found == [b"here", b"there"],
+}
+
+
+@pytest.mark.parametrize("path", list(READS))
+async def test_every_read_path_fetches_through(path: str) -> None:
+    peers = SlowPeers({"a": item(b"there", 20), "b": None})
+    for gate in peers.gates.values():
+        gate.set()
+    local = store()
+    local.put(b"x", b"here")  # held here: answered from here
+    replicator = Replicator(local, joined(), cast(PeerPool, peers), timeout=5.0)
+    found = await asyncio.wait_for(READS[path](replicator), 5)
+    assert WANT[path](found), found
+    assert sorted(set(peers.asked)) == ["a", "b"]
     await asyncio.wait_for(_others(), 5)
     local.close()

@@ -135,6 +135,26 @@ def test_get_many_is_get_for_each_recency_included(make_tier: Callable[..., Tier
     assert b"key-001" in victims
 
 
+def test_live_values_are_the_live_hits_values_recency_included(
+    make_tier: Callable[..., Tier],
+) -> None:
+    probe = make_tier()
+    probe.put(b"key-000", Item(value(0), 1), NOW)
+    tier = make_tier(probe.bytes_held * 10)
+    for i in range(10):
+        tier.put(f"key-{i:03d}".encode(), Item(value(i), i + 1), NOW + i)
+    tier.put(b"gone", Item(b"", 99, tombstone=True), NOW + 10)
+    tier.put(b"old", Item(b"o", 98, expires_ms=int((NOW + 15) * 1000)), NOW + 10)
+    asked = [b"key-000", b"absent", b"gone", b"old", b"key-003", b"key-000"]
+    assert tier.live_values(asked, NOW + 20) == [value(0), None, None, None, value(3), value(0)]
+    assert tier.peek(b"old") is not None and tier.peek(b"gone") is not None  # left as they are
+    tier.put(b"key-010", Item(value(10), 11), NOW + 21)
+    tier.put(b"key-011", Item(value(11), 12), NOW + 21)
+    victims = dict(tier.evict_overflow(NOW + 22))
+    assert b"key-000" not in victims and b"key-003" not in victims  # read: recent
+    assert b"key-001" in victims
+
+
 def test_priority_protects_old_items(make_tier: Callable[..., Tier]) -> None:
     probe = make_tier()
     probe.put(b"key-000", Item(value(0), 1), NOW)

@@ -118,9 +118,12 @@ def test_check_owner_passes_exactly_for_replicas(key: bytes, me: str) -> None:
     view = ClusterView(me, ring("a", "b", "c", rf=2))
     if me in view.owners(key):
         assert view.check_owner([key]) == [view.owners(key)]
+        assert view.check_owner_of(key) == view.owners(key)
     else:
         with pytest.raises(NotOwner):
             view.check_owner([key])
+        with pytest.raises(NotOwner, match=f"owners: {', '.join(view.owners(key))}"):
+            view.check_owner_of(key)
 
 
 def test_standalone_owns_every_key() -> None:

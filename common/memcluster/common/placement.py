@@ -93,6 +93,15 @@ class Placement:
         """Node ids holding ``key``, primary first."""
         return self._owners[partition_of(key, self.partitions)]
 
+    def replicas_many(self, keys: Sequence[bytes]) -> list[tuple[str, ...]]:
+        """``replicas`` of each key, in one pass."""
+        table = self._owners
+        return [table[p] for p in partitions_of(keys, self.partitions)]
+
+    def owned_by(self, node_id: str) -> frozenset[tuple[str, ...]]:
+        """The owner tuples that include ``node_id`` (the ones ``owners`` hands out)."""
+        return frozenset(owners for owners in self._owners if node_id in owners)
+
     def same_owners(self, other: Placement) -> bool:
         """Whether every partition has the same owners (primary first) in ``other``.
 

@@ -145,22 +145,50 @@ class Replicator:
 
     # -- reads ---------------------------------------------------------------
 
+    async def get(self, key: bytes, consistency: int) -> Found:
+        """``get_many`` of one key (the single-key read path: no lists)."""
+        if consistency != CONSISTENCY_ONE:
+            return (await self.get_many([key], consistency))[0]
+        self.view.check_owner_of(key)
+        found = self.store.get(key)
+        if found is None and self.view.settling and self.view.previous_owners(key):
+            await self._fetch_from_previous([key])
+            found = self.store.get(key)
+        return found
+
     async def get_many(self, keys: Sequence[bytes], consistency: int) -> list[Found]:
         """Each key's live item and serving tier (None when absent)."""
-        owners = self.view.check_owner(list(keys))
+        owners = self.view.check_owner(keys)
         if consistency == CONSISTENCY_ONE:
             found = self.store.get_many(keys)
-            missing = [
-                i for i, f in enumerate(found) if f is None and self.view.previous_owners(keys[i])
-            ]
-            if missing:
-                await self._fetch_from_previous([keys[i] for i in missing])
-                for i in missing:
-                    found[i] = self.store.get(keys[i])
+            for i in await self._fetch_missing(keys, found):
+                found[i] = self.store.get(keys[i])
             return found
         for index, key in enumerate(keys):
             self.store.validate_key(key, where=f"keys[{index}]")
         return await self._quorum_read(list(keys), owners, consistency)
+
+    async def values_many(self, keys: Sequence[bytes], consistency: int) -> list[bytes | None]:
+        """Each key's live value (None when absent): ``get_many`` without the metadata."""
+        if consistency != CONSISTENCY_ONE:
+            return [f and f[0].value for f in await self.get_many(keys, consistency)]
+        self.view.check_owner(keys)
+        values = self.store.values_many(keys)
+        for i in await self._fetch_missing(keys, values):
+            found = self.store.get(keys[i])
+            values[i] = found and found[0].value
+        return values
+
+    async def _fetch_missing(self, keys: Sequence[bytes], found: Sequence[object]) -> list[int]:
+        """While the cluster settles, fetch the keys found None here from their previous
+        owners; returns the indexes of those keys, to be read again."""
+        view = self.view
+        if not view.settling or None not in found:
+            return []
+        missing = [i for i, f in enumerate(found) if f is None and view.previous_owners(keys[i])]
+        if missing:
+            await self._fetch_from_previous([keys[i] for i in missing])
+        return missing
 
     async def _fetch_from_previous(self, keys: list[bytes]) -> None:
         """Ask every previous owner for ``keys``; return once, for each key, half of its

@@ -82,8 +82,8 @@ class NodeService(_OfNode, node_pb2_grpc.NodeServicer):
     @maps_errors
     async def Get(self, request: node_pb2.GetRequest, context: Any) -> node_pb2.GetResponse:
         self.node.count_ops(1, request.key)
-        found = await self.node.replicator.get_many([request.key], _read_level(request.consistency))
-        return node_pb2.GetResponse(entry=entry(found[0]), epoch=self.node.epoch)
+        found = await self.node.replicator.get(request.key, _read_level(request.consistency))
+        return node_pb2.GetResponse(entry=entry(found), epoch=self.node.epoch)
 
     @maps_errors
     async def Put(self, request: node_pb2.PutRequest, context: Any) -> node_pb2.PutResponse:
@@ -112,15 +112,15 @@ class NodeService(_OfNode, node_pb2_grpc.NodeServicer):
     ) -> node_pb2.GetManyResponse:
         self.node.check_batch(len(request.keys))
         self.node.count_ops(len(request.keys))
-        found = await self.node.replicator.get_many(
-            list(request.keys), _read_level(request.consistency)
-        )
+        keys, level = list(request.keys), _read_level(request.consistency)
         if request.values_only:
+            values = await self.node.replicator.values_many(keys, level)
             return node_pb2.GetManyResponse(
-                found=[f is not None for f in found],
-                values=[f[0].value if f is not None else b"" for f in found],
+                found=[v is not None for v in values],
+                values=[b"" if v is None else v for v in values],
                 epoch=self.node.epoch,
             )
+        found = await self.node.replicator.get_many(keys, level)
         return node_pb2.GetManyResponse(entries=[entry(f) for f in found], epoch=self.node.epoch)
 
     @maps_errors

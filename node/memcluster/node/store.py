@@ -147,6 +147,26 @@ class TieredStore:
         self.counters[served].hits += hits
         return found
 
+    def values_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
+        """The value of each key (None when absent), as ``get_many`` would answer it: the
+        same promotions, expiry and counters, without an Item per hit in the first tier."""
+        self.validate_keys(keys)
+        now = self._clock.now()
+        first = self.tiers[0]
+        values = first.live_values(keys, now)
+        misses = values.count(None)
+        self.counters[first.name].hits += len(values) - misses
+        if misses:
+            # Asked again from the top, as get_many does: tombstones and expired items of
+            # the first tier are dealt with there, and a key promoted by an earlier read
+            # of the batch is found.
+            get = self._get
+            for index in [i for i, v in enumerate(values) if v is None]:
+                found = get(keys[index], now)
+                if found is not None:
+                    values[index] = found[0].value
+        return values
+
     def _get(self, key: bytes, now: float) -> tuple[Item, str] | None:
         for depth, tier in enumerate(self.tiers):
             item = tier.get(key, now)

@@ -5,6 +5,9 @@ Swapped whole when a newer topology arrives (from etcd, or fixed for a standalon
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import NoReturn
+
 from memcluster.common.errors import NotOwner
 from memcluster.common.placement import Placement, partition_of
 from memcluster.common.topology import NodeInfo, NodeState, Topology
@@ -35,6 +38,7 @@ class ClusterView:
         self.node_id = node_id
         self.topology = topology
         self.placement = Placement.current(topology)
+        self._mine = self.placement.owned_by(node_id)
         self.previous = Placement.previous(topology)
         #: True from a topology change until every node reports its migration done:
         #: meanwhile a new owner that lacks a key asks the previous owners.
@@ -51,6 +55,7 @@ class ClusterView:
             return False
         self.topology = topology
         self.placement = Placement.current(topology)
+        self._mine = self.placement.owned_by(self.node_id)
         self.previous = Placement.previous(topology)
         self.settling = self.previous is not None
         return True
@@ -59,20 +64,28 @@ class ClusterView:
         """The key's replicas under the current epoch, primary first."""
         return self.placement.replicas(key)
 
-    def check_owner(self, keys: list[bytes]) -> list[tuple[str, ...]]:
+    def check_owner(self, keys: Sequence[bytes]) -> list[tuple[str, ...]]:
         """Owners of each key; NotOwner unless this node holds a replica of every one."""
-        owners_of = self.placement.owners
-        count = self.placement.partitions
-        owners = [owners_of(partition_of(k, count)) for k in keys]
-        me = self.node_id
-        for key, replicas in zip(keys, owners, strict=True):
-            if me not in replicas:
-                raise NotOwner(
-                    f"node {self.node_id} does not own key {key[:64]!r} in epoch {self.epoch}"
-                    f" (owners: {', '.join(replicas) or 'none'}); refresh the topology",
-                    epoch=self.epoch,
-                )
+        owners = self.placement.replicas_many(keys)
+        if not self._mine.issuperset(owners):  # one pass in C, no Python step per key
+            me = self.node_id
+            self._not_owner(next(k for k, r in zip(keys, owners, strict=True) if me not in r))
         return owners
+
+    def check_owner_of(self, key: bytes) -> tuple[str, ...]:
+        """``check_owner`` of one key."""
+        owners = self.placement.replicas(key)
+        if owners not in self._mine:
+            self._not_owner(key)
+        return owners
+
+    def _not_owner(self, key: bytes) -> NoReturn:
+        replicas = self.placement.replicas(key)
+        raise NotOwner(
+            f"node {self.node_id} does not own key {key[:64]!r} in epoch {self.epoch}"
+            f" (owners: {', '.join(replicas) or 'none'}); refresh the topology",
+            epoch=self.epoch,
+        )
 
     def previous_owners(self, key: bytes) -> tuple[str, ...]:
         """Other nodes that held the key in the previous epoch, while settling."""

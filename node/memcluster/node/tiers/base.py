@@ -63,6 +63,11 @@ class Tier(Protocol):
         """``get`` of each key, in order (one pass where the tier has a cheaper one)."""
         ...
 
+    def live_values(self, keys: Sequence[bytes], now: float) -> list[bytes | None]:
+        """For each key, its value if held here neither a tombstone nor expired (an access
+        counted, as ``get`` counts it), else None."""
+        ...
+
     def peek(self, key: bytes) -> Item | None:
         """The item (expired or not) without counting an access."""
         ...

@@ -248,6 +248,14 @@ class ColdTier:
         """``get`` of each key."""
         return [self.get(key, now) for key in keys]
 
+    def live_values(self, keys: Sequence[bytes], now: float) -> list[bytes | None]:
+        """The value of each key held here live (see ``Tier.live_values``), else None."""
+        now_ms = int(now * 1000)
+        return [
+            None if i is None or i.tombstone or i.expired(now_ms) else i.value
+            for i in self.get_many(keys, now)
+        ]
+
     def peek(self, key: bytes) -> Item | None:
         """The item without counting an access: the store's own look-ups use it."""
         return self._peek(stored_key(key)) if key else None

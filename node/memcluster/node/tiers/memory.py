@@ -115,10 +115,38 @@ class MemoryTier:
         read, served = self._arena.read, self._served
         return [None if (found := read(key)) is None else served(found, now) for key in keys]
 
+    def live_values(self, keys: Sequence[bytes], now: float) -> list[bytes | None]:
+        """The value of each key held here live (neither a tombstone nor expired), its
+        access noted as ``get`` notes it; None for every other key (a batch read's first
+        tier, when only values are wanted: no Item per hit)."""
+        read, decode, note = self._arena.read, self._decode, self._note_read
+        now_ms = int(now * 1000)
+        values: list[bytes | None] = []
+        append = values.append
+        for key in keys:
+            if (found := read(key)) is None:
+                append(None)
+                continue
+            loc, meta, payload = found
+            if meta[5] & TOMBSTONE or 0 < meta[2] <= now_ms:
+                append(None)
+                continue
+            note(loc, meta, now)
+            append(decode(payload))
+        return values
+
     def _served(self, found: tuple[int, Meta, bytes], now: float) -> Item:
         """The item of a record that a read found, its access noted."""
         loc, meta, payload = found
-        version, origin, expires_ms, access, priority, flags, lfu, _size, _klen = meta
+        self._note_read(loc, meta, now)
+        version, origin, expires_ms, _access, priority, flags = meta[:6]
+        return Item(
+            self._decode(payload), version, origin, expires_ms, priority, bool(flags & TOMBSTONE)
+        )
+
+    def _note_read(self, loc: int, meta: Meta, now: float) -> None:
+        """A read of the record at ``loc``: its access time and (LFU) counter, in place."""
+        access, lfu = meta[3], meta[6]
         now_s = int(now)
         if self.eviction == "lfu":
             counter = self._lfu_bump(self._lfu_decay(lfu, access, now))
@@ -126,9 +154,6 @@ class MemoryTier:
             counter = lfu
         if counter != lfu or now_s - access >= ACCESS_GRANULARITY:
             self._arena.set_access(loc, now_s, counter)
-        return Item(
-            self._decode(payload), version, origin, expires_ms, priority, bool(flags & TOMBSTONE)
-        )
 
     def peek(self, key: bytes) -> Item | None:
         """The item without counting an access."""
