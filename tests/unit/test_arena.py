@@ -48,6 +48,8 @@ def check_against(arena: Arena, model: dict[bytes, bytes]) -> None:
     assert sorted(arena.key_list()) == sorted(model)
     for key, payload in model.items():
         assert read(arena, key) == payload
+    asked = [*model, b"absent", *model]
+    assert arena.read_many(asked) == [arena.read(k) for k in asked]
     assert arena.record_bytes == sum(
         record_size(k, p) + (len(p) if len(p) > BIG_PAYLOAD else 0) for k, p in model.items()
     )

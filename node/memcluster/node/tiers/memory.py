@@ -119,19 +119,24 @@ class MemoryTier:
         """The value of each key held here live (neither a tombstone nor expired), its
         access noted as ``get`` notes it; None for every other key (a batch read's first
         tier, when only values are wanted: no Item per hit)."""
-        read, decode, note = self._arena.read, self._decode, self._note_read
+        decode, note, set_access = self._decode, self._note_read, self._arena.set_access
+        lru = self.eviction == "lru"
         now_ms = int(now * 1000)
+        stale = int(now) - ACCESS_GRANULARITY  # an LRU access time to refresh: at most this
         values: list[bytes | None] = []
         append = values.append
-        for key in keys:
-            if (found := read(key)) is None:
+        for found in self._arena.read_many(keys):
+            if found is None:
                 append(None)
                 continue
             loc, meta, payload = found
             if meta[5] & TOMBSTONE or 0 < meta[2] <= now_ms:
                 append(None)
                 continue
-            note(loc, meta, now)
+            if not lru:
+                note(loc, meta, now)
+            elif meta[3] <= stale:  # as _note_read does for LRU, without a call per key
+                set_access(loc, int(now), meta[6])
             append(decode(payload))
         return values
 
