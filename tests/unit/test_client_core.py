@@ -487,6 +487,15 @@ def test_get_many_sends_each_key_once_and_answers_every_spelling() -> None:
     assert result == {"a": b"1", b"a": b"1"}
 
 
+def test_get_many_decodes_with_the_codec_and_chunks_keys_by_bytes() -> None:
+    core = make_core(memcluster.client.STR, batch_bytes=1000)
+    keys = [b"k%03d" % i for i in range(300)]  # 12 bytes each in a request: 3 requests
+    store = {k: "é".encode() * 2 for k in keys[::3]}
+    result, effects = drive(core.get_many(keys, consistency=None), fake_get_many(store))
+    assert [len(c.request.keys) for c in calls(effects)] == [83, 83, 83, 51]  # type: ignore[attr-defined]
+    assert result == {k: "éé" for k in keys[::3]}
+
+
 def test_empty_batches_make_no_calls() -> None:
     core = make_core()
     assert drive(core.get_many([], consistency=None), no_io) == ({}, [])

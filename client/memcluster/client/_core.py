@@ -13,7 +13,8 @@ from __future__ import annotations
 import random as _random
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, Generic
+from itertools import compress
+from typing import Any, Generic, cast
 
 from google.protobuf.message import Message
 
@@ -25,18 +26,10 @@ from ._dispatch import Dispatcher
 from ._effects import Call, Effect, Op, Parallel, Sleep
 from ._options import ClientOptions
 from ._routing import Router
-from .codecs import Codec
+from .codecs import BYTES, Codec
 from .types import Consistency, Entry, K, Topology, V
 
 __all__ = ["Call", "Core", "Effect", "Op", "Parallel", "Sleep"]
-
-
-def _same(key: bytes) -> bytes:
-    return key
-
-
-def _key_size(key: bytes) -> int:
-    return len(key) + 8
 
 
 def _item_key(item: node_pb2.PutItem) -> bytes:
@@ -134,8 +127,7 @@ class Core(Generic[V]):
     def get_many(self, keys: Iterable[K], *, consistency: object) -> Op[dict[K, V]]:
         """Read many values; missing keys are absent from the result."""
         spellings = list(keys)
-        encode = wire.encode_key
-        encoded = [encode(key) for key in spellings]
+        encoded = wire.encode_keys(spellings)
         level = self._read_level(consistency)
 
         def build(batch: Sequence[bytes], epoch: int) -> Message:
@@ -144,7 +136,12 @@ class Core(Generic[V]):
             )
 
         answers = yield from self.dispatch.keyed(
-            "GetMany", list(dict.fromkeys(encoded)), _same, build, read=True, size=_key_size
+            "GetMany",
+            list(dict.fromkeys(encoded)),
+            wire.same_key,
+            build,
+            read=True,
+            size=wire.key_size,
         )
         # Only values are wanted here: no Entry objects on this per-key path.
         decode = self.codec.decode
@@ -152,9 +149,11 @@ class Core(Generic[V]):
         for batch, response in answers:
             wire.expect_count("values", len(response.values), len(batch))
             wire.expect_count("found flags", len(response.found), len(batch))
-            for k, hit, value in zip(batch, response.found, response.values, strict=True):
-                if hit:
-                    values[k] = decode(value)
+            hits = compress(zip(batch, response.values, strict=True), response.found)
+            if self.codec is BYTES:  # values as they are: no call per key
+                values.update(cast(Iterator[tuple[bytes, V]], hits))
+            else:
+                values.update((k, decode(value)) for k, value in hits)
         # In request order, under the caller's spelling of each key.
         return {
             spelling: values[k]
@@ -196,7 +195,7 @@ class Core(Generic[V]):
             return node_pb2.DeleteManyRequest(keys=batch, consistency=level, epoch=epoch)
 
         answers = yield from self.dispatch.keyed(
-            "DeleteMany", unique, _same, build, read=False, size=_key_size
+            "DeleteMany", unique, wire.same_key, build, read=False, size=wire.key_size
         )
         existed = 0
         for batch, response in answers:

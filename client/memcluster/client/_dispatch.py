@@ -20,7 +20,7 @@ from __future__ import annotations
 import random as _random
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, TypeAlias, TypeVar
+from typing import Any, TypeAlias, TypeVar, cast
 
 import grpc
 from google.protobuf.message import Message
@@ -45,10 +45,6 @@ REDIRECTS_BEFORE_ELSEWHERE = 3
 _READ_FAILOVER: tuple[type[MemclusterError], ...] = (Unavailable, Timeout)
 _WRITE_FAILOVER: tuple[type[MemclusterError], ...] = (Unavailable,)
 _Failure: TypeAlias = tuple[str, Sequence[T], MemclusterError, grpc.RpcError]
-
-
-def _key(key: bytes) -> bytes:
-    return key
 
 
 class Dispatcher:
@@ -219,7 +215,7 @@ class Dispatcher:
             redirects = redirects + 1 if failure[2].refresh_routing else 0
             routed_by = router.epoch
             yield from self._recover([failure], retries, redirects, failed, failover)
-            if router.epoch == routed_by and self._goes_back([failure], _key, failed):
+            if router.epoch == routed_by and self._goes_back([failure], wire.same_key, failed):
                 yield Sleep(self.retry.delay(retries))
             retries += 1
 
@@ -276,7 +272,8 @@ class Dispatcher:
             return [(self._target(self.router.replicas(key(items[0])), failed), items)]
         targets: dict[Sequence[str], str] = {}
         groups: dict[str, list[T]] = {}
-        routes = self.router.replicas_many([key(item) for item in items])
+        keys = items if key is wire.same_key else [key(item) for item in items]
+        routes = self.router.replicas_many(cast(Sequence[bytes], keys))
         for item, replicas in zip(items, routes, strict=True):
             if (target := targets.get(replicas)) is None:
                 target = targets[replicas] = self._target(replicas, failed)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from memcluster.common.errors import InternalError, InvalidRequest
 from memcluster.wire import items_pb2, node_pb2
@@ -54,6 +54,13 @@ def encode_key(key: object) -> bytes:
     if not key:
         raise InvalidRequest("keys must not be empty")
     return key
+
+
+def encode_keys(keys: Sequence[object]) -> list[bytes]:
+    """``encode_key`` of each key (the same list when all are non-empty bytes already)."""
+    if set(map(type, keys)) <= {bytes} and all(keys):  # checked in C, not per key
+        return list(cast(Sequence[bytes], keys))
+    return [encode_key(key) for key in keys]
 
 
 def encode_value(codec: Codec[V], value: V) -> bytes:
@@ -141,6 +148,19 @@ def decode_stats(response: node_pb2.StatsResponse) -> dict[str, Any]:
     }
 
 
+KEY_OVERHEAD = 8  # bytes a key costs in a batch request besides itself (field tags, lengths)
+
+
+def same_key(key: bytes) -> bytes:
+    """The key of an item that is a key itself."""
+    return key
+
+
+def key_size(key: bytes) -> int:
+    """What a key costs in a batch request (``chunks`` totals keys without calling it)."""
+    return len(key) + KEY_OVERHEAD
+
+
 def chunks(
     items: Sequence[T], size: Callable[[T], int], max_items: int, max_bytes: int
 ) -> Iterator[Sequence[T]]:
@@ -148,9 +168,14 @@ def chunks(
 
     An item bigger than ``max_bytes`` travels alone; the server judges whether it fits.
     """
-    if 0 < len(items) <= max_items and sum(map(size, items)) <= max_bytes:
-        yield items  # the common case, without a Python step per item
-        return
+    if 0 < len(items) <= max_items:
+        if size is key_size:  # keys: totalled in C, without a call per key
+            total = sum(map(len, cast(Sequence[bytes], items))) + KEY_OVERHEAD * len(items)
+        else:
+            total = sum(map(size, items))
+        if total <= max_bytes:
+            yield items  # the common case, without a Python step per item
+            return
     start, total = 0, 0
     for i, item in enumerate(items):
         n = size(item)
