@@ -109,8 +109,9 @@ def test_a_deferred_promotion_leaves_what_came_meanwhile(
     assert where(store, b"k0") == where(store, b"k1") == ["cold"]
     store.get(b"k0")
     store.get(b"k1")
-    # A transfer's delete lands in the last tier; k1's own expiry passes.
-    store.apply_many([(b"k0", Item(b"", store.hlc.now(), 2, 0, 0, True))], last_tier=True)
+    # A transfer's delete lands in the last tier (RAM tiers without room); k1's own
+    # expiry passes.
+    store.tiers[-1].put(b"k0", Item(b"", store.hlc.now(), 2, 0, 0, True), clock.now())
     clock.advance(120.0)
     assert store.promote_deferred(10) == 0
     assert where(store, b"k0") == ["cold"] and store.get(b"k0") is None  # still deleted
@@ -289,7 +290,7 @@ def test_apply_many_is_apply_of_each_in_order(tmp_path: Path, clock: ManualClock
         many.close()
 
 
-def test_apply_many_into_the_last_tier_keeps_the_same_winners_there(
+def test_apply_many_roomy_into_full_ram_tiers_keeps_the_same_winners_in_the_last(
     tmp_path: Path, clock: ManualClock
 ) -> None:
     top, last = make_store(tmp_path / "top", clock), make_store(tmp_path / "last", clock)
@@ -297,7 +298,7 @@ def test_apply_many_into_the_last_tier_keeps_the_same_winners_there(
         _, batch = filled_with_a_batch([top, last], clock)
         hot_before = set(last.tiers[0].keys())
         assert b"k198" in hot_before and b"k199" in hot_before
-        assert last.apply_many(batch, last_tier=True) == top.apply_many(batch) == 5 + 60
+        assert last.apply_many(batch, roomy=True) == top.apply_many(batch) == 5 + 60
         for key in {k for k, _ in batch} | {b"k1", b"k100"}:
             assert last.fetch(key) == top.fetch(key), key
         won = {b"k0", b"k198", b"new", b"gone"} | {f"m{i}".encode() for i in range(60)}
@@ -313,14 +314,38 @@ def test_apply_many_into_the_last_tier_keeps_the_same_winners_there(
         last.close()
 
 
-def test_apply_many_into_the_last_tier_without_a_cold_tier_lands_in_warm(
+def test_apply_many_roomy_lands_where_there_is_room_and_pushes_nothing_down(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    s = make_store(tmp_path, clock)  # hot and warm of 20 KB each
+    try:
+        version = s.hlc.now()
+
+        def batch(name: str) -> list[tuple[bytes, Item]]:
+            return [(f"{name}{i}".encode(), Item(doc(i), version, 9)) for i in range(60)]
+
+        landed = {}
+        for name in ("a", "b", "c"):  # ~14 KB each, as the store counts them
+            assert s.apply_many(batch(name), roomy=True) == 60
+            landed[name] = {tuple(where(s, k)) for k, _ in batch(name)}
+        assert landed == {"a": {("hot",)}, "b": {("warm",)}, "c": {("cold",)}}
+        assert all(c.demotions == 0 for c in s.counters.values())
+        assert all(t.bytes_held <= t.capacity for t in s.tiers)
+    finally:
+        s.close()
+
+
+def test_apply_many_roomy_without_a_cold_tier_lands_in_warm_once_hot_is_full(
     tmp_path: Path, clock: ManualClock
 ) -> None:
     s = make_store(tmp_path, clock, tiers={"cold": {"enabled": False}})
     try:
-        s.put(b"a", doc(1))
-        assert s.apply_many([(b"b", Item(doc(2), s.hlc.now() + 1, 9))], last_tier=True) == 1
-        assert where(s, b"a") == ["hot"] and where(s, b"b") == ["warm"]
+        for i in range(200):
+            s.put(f"k{i}".encode(), doc(i))
+        version = s.hlc.now() + 1
+        handed = [(f"b{i}".encode(), Item(doc(i), version, 9)) for i in range(5)]
+        assert s.apply_many(handed, roomy=True) == 5  # more than the room left in hot
+        assert all(where(s, k) == ["warm"] for k, _ in handed)
     finally:
         s.close()
 

@@ -226,7 +226,7 @@ class PeerService(_OfNode, peer_pb2_grpc.PeerServicer):
             for start in range(0, len(batch.items), TRANSFER_STEP):
                 step = self._items(batch.items[start : start + TRANSFER_STEP])
                 await pacer.take(sum(len(key) + len(item.value) for key, item in step))
-                applied += self.node.store.apply_many(step, last_tier=True)
+                applied += self.node.store.apply_many(step, roomy=True)
                 if turn.over():
                     await turn.next()
         return peer_pb2.TransferSummary(received=received, applied=applied, epoch=self.node.epoch)

@@ -334,15 +334,17 @@ class TieredStore:
         """Store a write made elsewhere if it beats what is held (last writer wins)."""
         return self.apply_many([(key, item)]) == 1
 
-    def apply_many(self, items: Sequence[tuple[bytes, Item]], *, last_tier: bool = False) -> int:
+    def apply_many(self, items: Sequence[tuple[bytes, Item]], *, roomy: bool = False) -> int:
         """``apply`` of each pair in order, with one eviction pass for the batch (as
         ``write_many``): replication and migration batches. Returns how many won.
 
-        ``last_tier`` lands the winners in the last tier instead of the first: what a
-        migration hands over. A new owner's RAM tiers then fill with what it is asked
-        for (a read promotes, as for any cold item), not with everything it is handed,
-        and each item is compressed once instead of again in every tier on its way
-        down (about half the work per item; the node answers requests meanwhile).
+        ``roomy`` lands the winners in the first tier with room for all of them, else in
+        the last tier, and pushes nothing down: what a migration hands over. A new
+        owner's empty RAM tiers take the items for the cost of a copy (no compression,
+        no disk write while they have room); after that each item is compressed once,
+        straight into the last tier, instead of again in every tier on its way down;
+        and what the node already holds in RAM is not demoted for items nobody has
+        asked for yet (the node answers requests meanwhile).
         """
         self.validate_keys([key for key, _ in items])
         now = self._clock.now()
@@ -363,7 +365,7 @@ class TieredStore:
             applied += 1
         if not winners:
             return 0
-        depth = len(self.tiers) - 1 if last_tier else 0
+        depth = self._roomy(winners) if roomy else 0
         self._evict_from_other_tiers(list(winners), depth)
         landing = self.tiers[depth]
         landing.put_many(list(winners.items()), now)
@@ -372,6 +374,15 @@ class TieredStore:
         if victims:
             self._hand_down(depth, victims, now)
         return applied
+
+    def _roomy(self, items: dict[bytes, Item]) -> int:
+        """The first tier with room for ``items`` as they are (no demotion), else the last."""
+        # Raw sizes and a generous per-item overhead: a tier that compresses has more room.
+        size = sum(len(key) + len(item.value) for key, item in items.items()) + 64 * len(items)
+        for depth, tier in enumerate(self.tiers[:-1]):
+            if tier.bytes_held + size <= tier.capacity:
+                return depth
+        return len(self.tiers) - 1
 
     # -- background work -----------------------------------------------------
 
