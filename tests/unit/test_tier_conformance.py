@@ -155,6 +155,19 @@ def test_live_values_are_the_live_hits_values_recency_included(
     assert b"key-001" in victims
 
 
+def test_remove_if_removes_only_the_write_it_names(make_tier: Callable[..., Tier]) -> None:
+    tier = make_tier()
+    item = Item(value(1), version=10, origin=2)
+    tier.put(b"k", item, NOW)
+    assert not tier.remove_if(b"k", Item(value(1), version=10, origin=3))  # another writer
+    assert not tier.remove_if(b"k", Item(value(1), version=9, origin=2))  # an older write
+    assert not tier.remove_if(b"absent", item)
+    assert tier.peek(b"k") == item and len(tier) == 1
+    assert tier.remove_if(b"k", item)
+    assert tier.peek(b"k") is None and len(tier) == 0 and tier.bytes_held == 0
+    assert not tier.remove_if(b"k", item)
+
+
 def test_priority_protects_old_items(make_tier: Callable[..., Tier]) -> None:
     probe = make_tier()
     probe.put(b"key-000", Item(value(0), 1), NOW)

@@ -109,7 +109,8 @@ class TieredStore:
         #: in a lower tier answers at once and queues the move; the first key queued calls
         #: this, which is to make ``promote_deferred`` run soon. None: reads promote.
         self.on_deferred: Callable[[], None] | None = None
-        self._deferred: dict[bytes, None] = {}  # keys to promote, oldest read first
+        #: Items to promote, as the reads found them, oldest read first.
+        self._deferred: dict[bytes, Item] = {}
         self.configured_hot_capacity = tiers[0].capacity
 
     # -- reads ---------------------------------------------------------------
@@ -196,36 +197,38 @@ class TieredStore:
             elif len(self._deferred) < MAX_DEFERRED:
                 if not self._deferred:
                     self.on_deferred()
-                self._deferred[key] = None
+                self._deferred[key] = item
         return item, tier.name
 
     def promote_deferred(self, limit: int) -> int:
         """Promote up to ``limit`` of the items reads found in lower tiers (see
-        ``on_deferred``); returns how many are still waiting.
+        ``on_deferred``), into the first tier in one batch; returns how many are still
+        waiting.
 
-        Each key is looked up again: whatever a write or a transfer did meanwhile wins
-        (a key rewritten since sits in the first tier already and is skipped).
+        An item moves only if a lower tier still holds the very version the read found
+        (``Tier.remove_if``): whatever a write or a transfer did meanwhile wins (a key
+        rewritten since sits in the first tier already; a newer copy handed over stays
+        where it landed until it is read).
         """
         deferred = self._deferred
         now = self._clock.now()
         now_ms = int(now * 1000)
+        landing: list[tuple[bytes, Item]] = []
         for _ in range(min(limit, len(deferred))):
             key = next(iter(deferred))
-            del deferred[key]
+            item = deferred.pop(key)
             for tier in self.tiers[1:]:
-                item = tier.pop(key)
-                if item is None:
-                    continue
-                counters = self.counters[tier.name]
-                if item.expired(now_ms):
-                    counters.expirations += 1
-                    self._churn([(key, item)])
-                elif item.tombstone:  # a transfer's delete landed meanwhile: it stays put
-                    tier.put(key, item, now)
-                else:
-                    counters.promotions += 1
-                    self._land(key, item, now)
-                break
+                if tier.remove_if(key, item):
+                    counters = self.counters[tier.name]
+                    if item.expired(now_ms):
+                        counters.expirations += 1
+                        self._churn([(key, item)])
+                    else:
+                        counters.promotions += 1
+                        landing.append((key, item))
+                    break
+        if landing:
+            self._land_many(landing, now)
         return len(deferred)
 
     def fetch(self, key: bytes) -> Item | None:
@@ -481,9 +484,13 @@ class TieredStore:
                     self.churn_bytes += len(key) + len(removed.value)
 
     def _land(self, key: bytes, item: Item, now: float) -> None:
+        self._land_many([(key, item)], now)
+
+    def _land_many(self, items: list[tuple[bytes, Item]], now: float) -> None:
+        """Put ``items`` in the first tier, then make room with one eviction pass."""
         top = self.tiers[0]
-        top.put(key, item, now)
-        self.churn_bytes += len(key) + len(item.value)
+        top.put_many(items, now)
+        self._churn(items)
         victims = top.evict_overflow(now)
         if victims:
             self._hand_down(0, victims, now)

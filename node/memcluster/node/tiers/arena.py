@@ -310,6 +310,18 @@ class Arena:
         meta, value = self._take(loc)
         return key, meta, value
 
+    def remove_if(self, key: bytes, version: int, origin: int) -> bool:
+        """Remove ``key``'s record if it holds that version and origin; True if removed."""
+        shard, pos, _tag, loc = self._locate(key)
+        if not loc:
+            return False
+        meta = self.meta(loc)
+        if meta[0] != version or meta[1] != origin:
+            return False
+        self._unslot(shard, pos)
+        self._take(loc)
+        return True
+
     def remove_at(self, loc: int) -> Removed:
         """Remove the record at ``loc`` (from ``sample``, say)."""
         seg = self._segs[loc >> SEGMENT_BITS]

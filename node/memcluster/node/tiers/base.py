@@ -84,6 +84,11 @@ class Tier(Protocol):
         """Remove and return the item, if held."""
         ...
 
+    def remove_if(self, key: bytes, item: Item) -> bool:
+        """Remove ``key`` if this tier holds ``item``'s write of it (the same version and
+        origin), without decoding it; True when removed."""
+        ...
+
     def evict_overflow(self, now: float) -> list[tuple[bytes, Item]]:
         """Remove items chosen by the eviction policy until the tier fits its capacity."""
         ...

@@ -248,6 +248,13 @@ class ColdTier:
         """``get`` of each key."""
         return [self.get(key, now) for key in keys]
 
+    def remove_if(self, key: bytes, item: Item) -> bool:
+        """Remove ``key`` if held at ``item``'s version (see ``Tier.remove_if``)."""
+        held = self.peek(key)
+        if held is None or held.version != item.version or held.origin != item.origin:
+            return False
+        return self.pop(key) is not None
+
     def live_values(self, keys: Sequence[bytes], now: float) -> list[bytes | None]:
         """The value of each key held here live (see ``Tier.live_values``), else None."""
         now_ms = int(now * 1000)

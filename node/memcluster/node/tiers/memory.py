@@ -189,6 +189,10 @@ class MemoryTier:
         removed = self._arena.remove(key)
         return None if removed is None else self._item(removed[1], removed[2])
 
+    def remove_if(self, key: bytes, item: Item) -> bool:
+        """Remove ``key`` if held at ``item``'s version (see ``Tier.remove_if``)."""
+        return self._arena.remove_if(key, item.version, item.origin)
+
     def evict_overflow(self, now: float) -> list[tuple[bytes, Item]]:
         """Remove the least valuable of sampled items until bytes held fit the capacity."""
         held = self.bytes_held
