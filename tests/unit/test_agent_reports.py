@@ -16,8 +16,9 @@ from typing import Any, cast
 import pytest
 
 from memcluster.common.config import NodeClusterConfig
-from memcluster.node.agent import PROGRESS_EVERY, ClusterAgent, ReportSchedule
+from memcluster.node.agent import ClusterAgent
 from memcluster.node.migration import Progress
+from memcluster.node.reports import PROGRESS_EVERY, ReportSchedule
 from memcluster.wire import coordinator_pb2
 
 LOAD_EVERY = 2.0

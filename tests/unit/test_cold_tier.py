@@ -390,12 +390,30 @@ class _SlowSync:
         return getattr(self._env, name)
 
 
+class _WatchedLock:
+    """The tier's flush lock, telling when a thread has come to wait for it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.waited = threading.Event()
+
+    def __enter__(self) -> None:
+        if self._lock.locked():
+            self.waited.set()
+        self._lock.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+
+
 def test_close_waits_for_a_flush_under_way(path: str, monkeypatch: pytest.MonkeyPatch) -> None:
     tier = ColdTier(path, GiB, sync_each_commit=False)
     fill(tier, keys("a", "b"))
     tier.get(b"a", NOW)  # close applies it: a write transaction beside the flush
     slow = _SlowSync(tier._env)
     monkeypatch.setattr(tier, "_env", slow)
+    lock = _WatchedLock()
+    monkeypatch.setattr(tier, "_sync_lock", lock)
     errors: list[BaseException] = []
     closed = threading.Event()
 
@@ -413,9 +431,8 @@ def test_close_waits_for_a_flush_under_way(path: str, monkeypatch: pytest.Monkey
     closer = threading.Thread(target=run, args=(tier.close, closed))
     closer.start()
     try:
-        # A window, not a wait for state: close must still be waiting at its end.
-        assert not closed.wait(0.2)
-        assert "close" not in slow.calls
+        assert lock.waited.wait(DEADLINE)  # close has come to the lock the flush holds
+        assert not closed.is_set() and "close" not in slow.calls
     finally:
         slow.release.set()
     assert closed.wait(DEADLINE)

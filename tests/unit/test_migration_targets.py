@@ -519,6 +519,58 @@ async def test_an_epoch_that_changes_no_owners_is_scanned_if_the_one_before_did_
     assert run.migrator.settled(up.epoch) == len(handed) > 0
 
 
+async def test_after_a_death_before_settling_copies_another_node_was_sending_go_again(
+    store: TieredStore, sleeps: RecordedSleeps
+) -> None:
+    # c joins a, b, d (rf 2); b dies before the join settles, and the leader removes it.
+    # Keys a gave up in the join whose sender was d: d's stream to c may have been cut
+    # short, so a's copy is the one to send again, not one to drop.
+    base = (node("a"), node("b"), node("d"))
+    joined = Topology(
+        2, 2, (*base, node("c", NodeState.JOINING)), previous_nodes=base, partitions=PARTITIONS
+    )
+    lost = Topology(
+        3,
+        2,
+        (node("a"), node("b", NodeState.DOWN), node("c", NodeState.JOINING), node("d")),
+        partitions=PARTITIONS,
+        previous_nodes=joined.members(),
+    )
+    held = fill(store, joined, "a")
+    before, during, after = (
+        Placement.previous(joined),
+        Placement.current(joined),
+        Placement.current(lost),
+    )
+    assert before is not None
+    relayed = [
+        k
+        for k in held
+        if before.replicas(k)[0] != "a"
+        and "a" not in during.replicas(k)
+        and "a" not in after.replicas(k)
+    ]
+    assert relayed  # the scenario has such keys
+    peers = FakePeers()
+    run = Run(store, peers, "a", rate=10**12, batch=10)
+    run.migrator.start(joined)
+    await run.until_done()
+    assert not set(sent_keys(peers)) & set(relayed)  # d was their sender
+    peers.received.clear()
+    run.finished.clear()
+    run.migrator.start(lost)  # the join never settled here
+    await run.until_done()
+    for key in relayed:
+        to = sorted(
+            node_of(a)
+            for a, bs in peers.received.items()
+            for b in bs
+            for i in b.items
+            if i.key == key
+        )
+        assert to == sorted(after.replicas(key)), key
+
+
 async def test_data_not_in_the_previous_placement_is_handed_to_every_owner(
     store: TieredStore, sleeps: RecordedSleeps
 ) -> None:

@@ -57,7 +57,7 @@ def encode_key(key: object) -> bytes:
 
 
 def encode_keys(keys: Sequence[object]) -> list[bytes]:
-    """``encode_key`` of each key (the same list when all are non-empty bytes already)."""
+    """``encode_key`` of each key (taken as they are when all are non-empty bytes)."""
     if set(map(type, keys)) <= {bytes} and all(keys):  # checked in C, not per key
         return list(cast(Sequence[bytes], keys))
     return [encode_key(key) for key in keys]

@@ -286,12 +286,14 @@ class Migrator:
         delay = RETRY_DELAY
         handed, self._handed = self._handed, None
         if handed is None or handed[0] + 1 != topology.epoch:
-            # Not seen settling here, but the epoch before finished its hand-over here:
-            # what it was to give up is with its new owners all the same.
+            # Not seen settling here, but the epoch before finished its hand-over here and
+            # the leader moved on: it does so only once an epoch has settled, unless a node
+            # died. Then what this node was to give up is with its new owners all the same;
+            # after a death it may not be (another sender's stream was cut short), and
+            # such copies are sent again as data held outside the placement.
             done = self._to_drop
-            handed = (
-                (done[0], set(done[1])) if done and done[0] + 1 == topology.epoch else (0, set())
-            )
+            settled = done and done[0] + 1 == topology.epoch and not self.pacer.urgent
+            handed = (done[0], set(done[1])) if done and settled else (0, set())
         if quiet:
             # Nothing moves; copies still being dropped stay known as handed over.
             self._handed = (topology.epoch, handed[1]) if handed[1] else None

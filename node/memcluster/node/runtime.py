@@ -29,6 +29,50 @@ log = logging.getLogger(__name__)
 PROMOTE_STEP = 32
 
 
+class Promotions:
+    """Runs the store's deferred promotions (``TieredStore.on_deferred``) in turns of
+    ``step`` between requests: a read that finds an item in a lower tier is answered
+    first, and the move (with the demotions it causes) is not the reader's to wait for.
+    """
+
+    def __init__(self, store: TieredStore, step: int = PROMOTE_STEP) -> None:
+        self.store = store
+        self.step = step
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._turn_handle: asyncio.Handle | None = None
+
+    def start(self) -> None:
+        """Take the store's promotions over, on the running event loop."""
+        self._loop = asyncio.get_running_loop()
+        self.store.on_deferred = self._soon
+
+    def close(self) -> None:
+        """Stop; promotions still queued are dropped (the items stay where they are)."""
+        self.store.on_deferred = None
+        if self._turn_handle is not None:
+            self._turn_handle.cancel()
+            self._turn_handle = None
+        self.store.drop_deferred()
+
+    def _soon(self) -> None:
+        if self._turn_handle is None and self._loop is not None:
+            self._turn_handle = self._loop.call_soon(self._turn)
+
+    def _turn(self) -> None:
+        """A turn of promotions, then another after the requests that came meanwhile."""
+        self._turn_handle = None
+        try:
+            left = self.store.promote_deferred(self.step)
+        except Exception:
+            # Promotions only speed reads up: drop the queue rather than stop for good
+            # (a read queues again once it is empty).
+            log.exception("deferred promotions failed; the queued ones are dropped")
+            self.store.drop_deferred()
+            return
+        if left:
+            self._soon()
+
+
 class NodeRuntime:
     """What the servicers and the metrics endpoint see of a node."""
 
@@ -68,6 +112,7 @@ class NodeRuntime:
         self.pressure = PressureController(
             config.memory.pressure, self.store.configured_hot_capacity
         )
+        self.promotions = Promotions(self.store)
         self._process = psutil.Process()
         hot = config.memory.tiers.hot
         self._loops = [PeriodicTask("cleanup", hot.cleanup_interval, self.cleanup)]
@@ -84,18 +129,7 @@ class NodeRuntime:
         self.gc.install()
         for task in self._loops:
             task.start()
-        # Promotions wait until the request that found their items has been answered.
-        loop = asyncio.get_running_loop()
-
-        def soon() -> None:
-            loop.call_soon(self._promote)
-
-        self.store.on_deferred = soon
-
-    def _promote(self) -> None:
-        """A turn of promotions, then another after the requests that came meanwhile."""
-        if self.store.promote_deferred(PROMOTE_STEP):
-            asyncio.get_running_loop().call_soon(self._promote)
+        self.promotions.start()
 
     @property
     def epoch(self) -> int:
@@ -114,6 +148,7 @@ class NodeRuntime:
         await self.replicator.close()
         await self.peers.close()
         self.gc.uninstall()
+        self.promotions.close()
         moved = self.store.flush_down()
         log.info("flushed %d items from RAM tiers to the cold tier", moved)
         self.store.close()

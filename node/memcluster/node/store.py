@@ -29,9 +29,10 @@ from memcluster.node.tiers.memory import HotTier, WarmTier
 from memcluster.node.tiers.record import PRIORITY_MAX, PRIORITY_MIN
 
 FLUSH_BATCH = 1000
-#: Reads whose promotion may wait at once; past it a read does not queue its item (the
-#: next read of it will).
+#: Reads whose promotion may wait at once, and the bytes of their values; past either a
+#: read does not queue its item (the next read of it will).
 MAX_DEFERRED = 4096
+MAX_DEFERRED_BYTES = 16 << 20
 
 
 @dataclass(slots=True)
@@ -111,12 +112,14 @@ class TieredStore:
         self.on_deferred: Callable[[], None] | None = None
         #: Items to promote, as the reads found them, oldest read first.
         self._deferred: dict[bytes, Item] = {}
+        self._deferred_bytes = 0  # their values' bytes, held outside any tier's accounting
         self.configured_hot_capacity = tiers[0].capacity
 
     # -- reads ---------------------------------------------------------------
 
     def get(self, key: bytes) -> tuple[Item, str] | None:
-        """The live item for ``key`` and the tier that served it, promoting it on a hit."""
+        """The live item for ``key`` and the tier that served it; a hit below the first
+        tier promotes the item (now, or queued when ``on_deferred`` is set)."""
         self.validate_key(key)
         return self._get(key, self._clock.now())
 
@@ -125,7 +128,8 @@ class TieredStore:
 
         The first tier is asked in one pass, and only its misses go further down. So the
         batch reads as of one instant: a key found in the first tier is answered from
-        there even if a promotion for an earlier key of the batch then evicts it.
+        there even if a promotion for an earlier key of the batch then evicts it (in a
+        store that promotes at once, without ``on_deferred``).
         """
         self.validate_keys(keys)
         now = self._clock.now()
@@ -138,7 +142,8 @@ class TieredStore:
         for key, item in zip(keys, first.get_many(keys, now), strict=True):
             if item is None:
                 # Asked again from the top: an earlier key of this batch may have been
-                # promoted into the first tier (the same key twice, say).
+                # promoted into the first tier (the same key twice, say, in a store that
+                # promotes at once).
                 append(self._get(key, now))
             elif item.tombstone or 0 < item.expires_ms <= now_ms:
                 append(self._serve(0, key, item, now))
@@ -159,8 +164,8 @@ class TieredStore:
         self.counters[first.name].hits += len(values) - misses
         if misses:
             # Asked again from the top, as get_many does: tombstones and expired items of
-            # the first tier are dealt with there, and a key promoted by an earlier read
-            # of the batch is found.
+            # the first tier are dealt with there, and a key an earlier read of the batch
+            # promoted at once is found.
             get = self._get
             for index in [i for i, v in enumerate(values) if v is None]:
                 found = get(keys[index], now)
@@ -194,11 +199,23 @@ class TieredStore:
                 tier.pop(key)
                 counters.promotions += 1
                 self._land(key, item, now)
-            elif len(self._deferred) < MAX_DEFERRED:
+            elif len(self._deferred) < MAX_DEFERRED and self._deferred_bytes < MAX_DEFERRED_BYTES:
                 if not self._deferred:
                     self.on_deferred()
-                self._deferred[key] = item
+                if key not in self._deferred:
+                    self._deferred_bytes += len(item.value)
+                    self._deferred[key] = item
         return item, tier.name
+
+    @property
+    def deferred(self) -> int:
+        """Promotions queued (see ``on_deferred``)."""
+        return len(self._deferred)
+
+    def drop_deferred(self) -> None:
+        """Forget the promotions queued (the items stay where they are)."""
+        self._deferred.clear()
+        self._deferred_bytes = 0
 
     def promote_deferred(self, limit: int) -> int:
         """Promote up to ``limit`` of the items reads found in lower tiers (see
@@ -217,6 +234,7 @@ class TieredStore:
         for _ in range(min(limit, len(deferred))):
             key = next(iter(deferred))
             item = deferred.pop(key)
+            self._deferred_bytes -= len(item.value)
             for tier in self.tiers[1:]:
                 if tier.remove_if(key, item):
                     counters = self.counters[tier.name]

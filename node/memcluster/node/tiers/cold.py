@@ -249,11 +249,22 @@ class ColdTier:
         return [self.get(key, now) for key in keys]
 
     def remove_if(self, key: bytes, item: Item) -> bool:
-        """Remove ``key`` if held at ``item``'s version (see ``Tier.remove_if``)."""
-        held = self.peek(key)
-        if held is None or held.version != item.version or held.origin != item.origin:
+        """Remove ``key`` if held at ``item``'s version (see ``Tier.remove_if``): the
+        record's header is compared in the write transaction, its payload not decoded."""
+        if not key:
             return False
-        return self.pop(key) is not None
+        stored = stored_key(key)
+
+        def remove(w: _Write) -> bool:
+            found = w.txn.get(stored, db=self._items)
+            if found is None:
+                return False
+            version, origin = self._header(stored, found)[:2]
+            if version != item.version or origin != item.origin:
+                return False
+            return self._remove(w, stored) is not None
+
+        return self._write(remove)
 
     def live_values(self, keys: Sequence[bytes], now: float) -> list[bytes | None]:
         """The value of each key held here live (see ``Tier.live_values``), else None."""
