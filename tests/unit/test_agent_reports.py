@@ -187,13 +187,19 @@ async def fast_counts() -> AsyncIterator[Reporting]:
         yield reports
 
 
-async def test_the_loop_puts_the_start_and_end_at_once_and_a_burst_of_counts_not_at_all(
-    slow_counts: Reporting,
-) -> None:
-    etcd, migrator = slow_counts.etcd, slow_counts.migrator
+async def migration_started(reports: Reporting) -> tuple[RecordingEtcd, FakeMigrator]:
+    """Epoch 5's migration starts and its start is put: (etcd, migrator)."""
+    etcd, migrator = reports.etcd, reports.migrator
     migrator.progress = started(epoch=5)
     migrator.report()
     await etcd.until(lambda: etcd.progress()[-1][0].epoch == 5)
+    return etcd, migrator
+
+
+async def test_the_loop_puts_the_start_and_end_at_once_and_a_burst_of_counts_not_at_all(
+    slow_counts: Reporting,
+) -> None:
+    etcd, migrator = await migration_started(slow_counts)
     for _ in range(100):
         migrator.progress.items_sent += 200
         migrator.report()
@@ -210,10 +216,7 @@ async def test_the_loop_puts_the_start_and_end_at_once_and_a_burst_of_counts_not
 async def test_the_loop_publishes_the_last_throttled_count_without_another_change(
     fast_counts: Reporting,
 ) -> None:
-    etcd, migrator = fast_counts.etcd, fast_counts.migrator
-    migrator.progress = started(epoch=5)
-    migrator.report()
-    await etcd.until(lambda: etcd.progress()[-1][0].epoch == 5)
+    etcd, migrator = await migration_started(fast_counts)
     migrator.progress.items_sent = 10
     migrator.report()
     await etcd.until(lambda: etcd.progress()[-1][0].items_sent == 10)
