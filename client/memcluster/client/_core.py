@@ -10,6 +10,7 @@ by hand: no network, no sleeping.
 
 from __future__ import annotations
 
+import operator
 import random as _random
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -28,6 +29,8 @@ from ._options import ClientOptions
 from ._routing import Router
 from .codecs import BYTES, Codec
 from .types import Consistency, Entry, K, Topology, V
+
+_MISSING: Any = object()  # a key of get_many's result that no node has found (yet)
 
 __all__ = ["Call", "Core", "Effect", "Op", "Parallel", "Sleep"]
 
@@ -135,26 +138,29 @@ class Core(Generic[V]):
                 keys=batch, consistency=level, epoch=epoch, values_only=True
             )
 
+        unique = list(dict.fromkeys(encoded))
         answers = yield from self.dispatch.keyed(
-            "GetMany",
-            list(dict.fromkeys(encoded)),
-            wire.same_key,
-            build,
-            read=True,
-            size=wire.key_size,
+            "GetMany", unique, wire.same_key, build, read=True, size=wire.key_size
         )
-        # Only values are wanted here: no Entry objects on this per-key path.
+        # Only values are wanted here: no Entry objects on this per-key path. The result
+        # is laid out in request order first and filled in C; a step per key is taken
+        # only for the misses (taken out) and for keys that are not bytes.
         decode = self.codec.decode
-        values: dict[bytes, V] = {}
+        values: dict[bytes, Any] = dict.fromkeys(unique, _MISSING)
         for batch, response in answers:
             wire.expect_count("values", len(response.values), len(batch))
             wire.expect_count("found flags", len(response.found), len(batch))
             hits = compress(zip(batch, response.values, strict=True), response.found)
             if self.codec is BYTES:  # values as they are: no call per key
-                values.update(cast(Iterator[tuple[bytes, V]], hits))
+                values.update(hits)
             else:
                 values.update((k, decode(value)) for k, value in hits)
-        # In request order, under the caller's spelling of each key.
+            if not all(response.found):
+                for key in compress(batch, map(operator.not_, response.found)):
+                    del values[key]
+        if encoded == spellings:  # the caller's keys were bytes: they are the keys
+            return cast(dict[K, V], values)
+        # Under the caller's spelling of each key.
         return {
             spelling: values[k]
             for spelling, k in zip(spellings, encoded, strict=True)
