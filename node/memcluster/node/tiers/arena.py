@@ -185,7 +185,9 @@ class Arena:
 
     def read_many(self, keys: Sequence[bytes]) -> list[tuple[int, Meta, bytes] | None]:
         """``read`` of each key, in one loop (a batch read's path: ``_locate``'s probe is
-        repeated here because a call per key costs about as much as the probe)."""
+        repeated here because a call per key costs about as much as the probe; a slot
+        whose tag matches is nearly always the key's, so its header, wanted then, is
+        read before the key is compared)."""
         segs, big, dirs, dir_shift = self._segs, self._big, self._dir, self._dir_shift
         found: list[tuple[int, Meta, bytes] | None] = []
         append = found.append
@@ -194,18 +196,15 @@ class Arena:
             shard = dirs[tag >> dir_shift]
             slots, mask = shard.slots, shard.mask
             pos = (tag >> shard.shift) & mask
-            probe = b""
-            end = HEADER_SIZE + len(key)
+            klen = len(key)
             while slot := slots[pos]:
                 if slot >> LOC_BITS == tag:
                     loc = slot & LOC_MASK
                     seg = segs[loc >> SEGMENT_BITS]
                     off = loc & OFFSET_MASK
-                    if not probe:
-                        probe = _KLEN.pack(len(key)) + key
-                    if seg[off + _KLEN_AT : off + end] == probe:
-                        meta: Meta = _unpack_from(seg, off)
-                        start = off + end
+                    meta: Meta = _unpack_from(seg, off)
+                    start = off + HEADER_SIZE + klen
+                    if meta[8] == klen and seg[off + HEADER_SIZE : start] == key:
                         if meta[5] & _BIG:
                             append((loc, meta, big[_HANDLE.unpack_from(seg, start)[0]]))
                         else:
