@@ -487,6 +487,23 @@ def test_get_many_sends_each_key_once_and_answers_every_spelling() -> None:
     assert result == {"a": b"1", b"a": b"1"}
 
 
+def test_get_many_answers_in_request_order_without_the_misses() -> None:
+    core = make_core(batch_items=2)
+    keys = [b"c", b"a", b"x", b"b", b"a", b"y"]
+    result, _ = drive(
+        core.get_many(keys, consistency=None), fake_get_many({b"a": b"1", b"b": b"2", b"c": b"3"})
+    )
+    assert list(result.items()) == [(b"c", b"3"), (b"a", b"1"), (b"b", b"2")]
+
+
+def test_get_many_keeps_a_decoded_value_that_is_none() -> None:
+    core = make_core(memcluster.client.JSON)
+    result, _ = drive(
+        core.get_many(["n", "gone"], consistency=None), fake_get_many({b"n": b"null"})
+    )
+    assert result == {"n": None}
+
+
 def test_get_many_decodes_with_the_codec_and_chunks_keys_by_bytes() -> None:
     core = make_core(memcluster.client.STR, batch_bytes=1000)
     keys = [b"k%03d" % i for i in range(300)]  # 12 bytes each in a request: 3 requests
