@@ -357,6 +357,12 @@ def test_unknown_env_variable_is_an_error() -> None:
         ),
         ({"memory": {"cleanup_batch": 0}}, "memory.cleanup_batch: 0 must be at least 1"),
         ({"memory": {"tombstone_ttl": 0}}, "memory.tombstone_ttl: must be above 0s"),
+        (
+            {"memory": {"promote_chance": 0}},
+            "memory.promote_chance: 0.0 is outside (0, 1]: a probability, such as 0.25"
+            " (promote_on_read: false for none)",
+        ),
+        ({"memory": {"promote_chance": 1.5}}, "memory.promote_chance: 1.5 is outside (0, 1]"),
         ({"memory": {"tiers": "big"}}, 'memory.tiers: expected a table of settings, got "big"'),
         (
             {"memory": {"pressure": {"high_watermark": 0.97}}},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -192,6 +193,43 @@ def test_no_promotion_when_disabled(tmp_path: Path, clock: ManualClock) -> None:
         store.put(f"k{i}".encode(), doc(i))
     assert store.get(b"k0") is not None
     assert where(store, b"k0") == ["cold"]
+    store.close()
+
+
+class _Draws(random.Random):
+    """Hands out the given draws in turn."""
+
+    def __init__(self, draws: list[float]) -> None:
+        super().__init__()
+        self.draws = draws
+
+    def random(self) -> float:
+        return self.draws.pop(0)
+
+
+def test_a_lower_tier_hit_promotes_with_the_chance_set(tmp_path: Path, clock: ManualClock) -> None:
+    config = NodeConfig.from_mapping(
+        {
+            "memory": {
+                "tiers": {"hot": {"capacity": "20KB"}, "warm": {"capacity": "20KB"}},
+                "promote_chance": 0.25,
+            }
+        }
+    )
+    draws = _Draws([0.9, 0.3, 0.1])
+    store = TieredStore(
+        config.memory, config.limits, clock=clock, cold_path=str(tmp_path), rng=draws
+    )
+    for i in range(500):
+        store.put(f"k{i}".encode(), doc(i))
+    down = where(store, b"k0")
+    assert down != ["hot"]
+    for _ in range(2):  # draws 0.9 and 0.3: not below 0.25, the item stays
+        assert store.get(b"k0") == (store.fetch(b"k0"), down[0])
+        assert where(store, b"k0") == down
+    assert store.get(b"k0") is not None  # draw 0.1
+    assert where(store, b"k0") == ["hot"] and draws.draws == []
+    assert store.counters[down[0]].promotions == 1
     store.close()
 
 

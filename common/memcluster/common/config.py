@@ -305,16 +305,25 @@ class PressureConfig(_Section):
 
 @dataclass(frozen=True, slots=True)
 class MemoryConfig(_Section):
-    """How a node holds items: its tiers, promotion, tombstones and memory pressure."""
+    """How a node holds items: its tiers, promotion, tombstones and memory pressure.
+
+    ``promote_chance``: the probability that a warm or cold hit promotes its item (when
+    ``promote_on_read``); below 1, an item read once in a while stays where it is, and
+    one read often goes up after a few reads (like memcached's extstore recache rate).
+    """
 
     tiers: TiersConfig = field(default_factory=TiersConfig)
     promote_on_read: bool = True
+    promote_chance: float = 1.0
     tombstone_ttl: _Duration = 3600.0
     cleanup_batch: int = 1000
     pressure: PressureConfig = field(default_factory=PressureConfig)
 
     def _check(self) -> list[tuple[str, str]]:
         problems = _at_least_1(self, "cleanup_batch")
+        if not 0 < self.promote_chance <= 1:
+            message = f"{self.promote_chance} is outside (0, 1]: a probability, such as 0.25"
+            problems.append(("promote_chance", message + " (promote_on_read: false for none)"))
         if self.tombstone_ttl <= 0:
             problems.append(("tombstone_ttl", "must be above 0s, or deleted keys can come back"))
         return problems

@@ -4,17 +4,19 @@ Writes land in the first enabled tier (hot). A tier over capacity hands its
 eviction victims to the next tier down (demotion); the last tier drops them
 (eviction). Items idle past a tier's residence ttl move down too. A read that
 finds an item in a lower tier moves it back to the top (promotion) unless
-``promote_on_read`` is off; a node defers that move until the read has been answered
-(``on_deferred``): the move, and the demotions it causes below, are not the reader's
-to wait for. Deletes write tombstones that expire after
-``tombstone_ttl``, so that a replica that missed the delete cannot resurrect the
-key. Every write carries a hybrid-logical-clock version; ``apply`` (replication,
-transfer) keeps whichever write is newer.
+``promote_on_read`` is off (with the probability ``promote_chance``: below 1, items
+read once in a while stay down); a node defers that move until the read has been
+answered (``on_deferred``): the move, and the demotions it causes below, are not the
+reader's to wait for. Deletes write tombstones that expire after ``tombstone_ttl``, so
+that a replica that missed the delete cannot resurrect the key. Every write carries a
+hybrid-logical-clock version; ``apply`` (replication, transfer) keeps whichever write
+is newer.
 """
 
 from __future__ import annotations
 
 import itertools
+import random
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +35,12 @@ FLUSH_BATCH = 1000
 #: read does not queue its item (the next read of it will).
 MAX_DEFERRED = 4096
 MAX_DEFERRED_BYTES = 16 << 20
+
+
+def _draws(chance: float, rng: random.Random | None) -> Callable[[], bool]:
+    """True with probability ``chance``, drawn from ``rng`` (a private generator if None)."""
+    draw = (rng or random.Random()).random
+    return lambda: draw() < chance
 
 
 @dataclass(slots=True)
@@ -69,6 +77,7 @@ class TieredStore:
         origin: int = 0,
         clock: Clock | None = None,
         cold_path: str | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self._clock = clock or SystemClock()
         self._limits = limits
@@ -113,6 +122,11 @@ class TieredStore:
         #: Items to promote, as the reads found them, oldest read first.
         self._deferred: dict[bytes, Item] = {}
         self._deferred_bytes = 0  # their values' bytes, held outside any tier's accounting
+        chance = memory.promote_chance if memory.promote_on_read else 0.0
+        #: Whether a hit below the first tier promotes (a draw when the chance is below 1).
+        self._promotes: Callable[[], bool] = (
+            (lambda: chance == 1.0) if chance in (0.0, 1.0) else _draws(chance, rng)
+        )
         self.configured_hot_capacity = tiers[0].capacity
 
     # -- reads ---------------------------------------------------------------
@@ -194,7 +208,7 @@ class TieredStore:
             counters.misses += 1
             return None
         counters.hits += 1
-        if depth and self._memory.promote_on_read:
+        if depth and self._promotes():
             if self.on_deferred is None:
                 tier.pop(key)
                 counters.promotions += 1
