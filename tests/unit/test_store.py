@@ -182,6 +182,34 @@ def test_values_many_answers_as_get_many(tmp_path: Path, clock: ManualClock) -> 
             s.close()
 
 
+def test_values_many_answers_as_get_many_with_deferred_promotions(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    stores = [make_store(tmp_path / n, clock) for n in ("items", "values")]
+    try:
+        for s in stores:
+            for i in range(300):  # k0.. end up in cold and warm, the newest in hot
+                s.put(f"k{i}".encode(), doc(i), ttl=5.0 if i % 7 == 0 else None)
+            s.delete(b"k299")  # a tombstone in hot
+            s.on_deferred = lambda: None
+        clock.advance(10.0)  # every seventh key has expired, in each tier
+        asked = [f"k{i}".encode() for i in (0, 1, 150, 297, 298, 299, 294, 1, 999, 296, 7, 7)]
+        assert {t for k in asked for t in where(stores[0], k)} == {"hot", "warm", "cold"}
+        items, values = stores[0].get_many(asked), stores[1].values_many(asked)
+        assert values == [f and f[0].value for f in items]
+        assert values.count(None) == 6
+        assert stores[0].deferred == stores[1].deferred == 2  # k1 and k150, once each
+        for s in stores:
+            s.promote_deferred(100)
+        for name in ("hot", "warm", "cold"):
+            counted = [stores[i].counters[name] for i in (0, 1)]
+            assert counted[0] == counted[1], name  # hits, misses, promotions, expirations
+        assert [where(stores[0], k) for k in asked] == [where(stores[1], k) for k in asked]
+    finally:
+        for s in stores:
+            s.close()
+
+
 def test_get_many_names_the_first_bad_key(store: TieredStore) -> None:
     with pytest.raises(InvalidRequest, match=r"keys\[1\]: key must not be empty"):
         store.get_many([b"a", b"", b"x" * 10**6])

@@ -177,15 +177,50 @@ class TieredStore:
         misses = values.count(None)
         self.counters[first.name].hits += len(values) - misses
         if misses:
+            missing = [i for i, v in enumerate(values) if v is None]
+            if self.on_deferred is not None:
+                missing = self._values_below(keys, values, missing, now)
             # Asked again from the top, as get_many does: tombstones and expired items of
             # the first tier are dealt with there, and a key an earlier read of the batch
             # promoted at once is found.
             get = self._get
-            for index in [i for i, v in enumerate(values) if v is None]:
+            for index in missing:
                 found = get(keys[index], now)
                 if found is not None:
                     values[index] = found[0].value
         return values
+
+    def _values_below(
+        self, keys: Sequence[bytes], values: list[bytes | None], missing: list[int], now: float
+    ) -> list[int]:
+        """Fill in ``values`` at the indexes ``missing`` (the first tier's misses) from the
+        tiers below, each asked once for all of them; returns the indexes none of them
+        holds, for ``_get``.
+
+        Only while promotions are deferred: then no read of the batch moves an item up,
+        and a key held in the first tier (a tombstone or an expired item, which
+        ``live_values`` does not answer) is held in no other, so it reaches ``_get``
+        like an absent key, which deals with it as a single read does.
+        """
+        for depth in range(1, len(self.tiers)):
+            tier = self.tiers[depth]
+            rest: list[int] = []
+            served = 0
+            found_below = tier.get_many([keys[i] for i in missing], now)
+            for index, item in zip(missing, found_below, strict=True):
+                if item is None:
+                    rest.append(index)
+                    continue
+                served += 1
+                found = self._serve(depth, keys[index], item, now)
+                if found is not None:
+                    values[index] = found[0].value
+            for above in self.tiers[:depth]:  # as _get counts the tiers it passed
+                self.counters[above.name].misses += served
+            missing = rest
+            if not missing:
+                break
+        return missing
 
     def _get(self, key: bytes, now: float) -> tuple[Item, str] | None:
         for depth, tier in enumerate(self.tiers):
@@ -201,8 +236,10 @@ class TieredStore:
         tier = self.tiers[depth]
         counters = self.counters[tier.name]
         if item.expired(int(now * 1000)):
-            tier.pop(key)
-            counters.expirations += 1
+            if tier.pop(key) is not None:
+                counters.expirations += 1
+            else:  # an earlier key of the batch read it and removed it: absent by now
+                counters.misses += 1
             return None
         if item.tombstone:
             counters.misses += 1

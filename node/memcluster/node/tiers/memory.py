@@ -112,8 +112,8 @@ class MemoryTier:
 
     def get_many(self, keys: Sequence[bytes], now: float) -> list[Item | None]:
         """``get`` of each key, in one loop (a batch read's first tier)."""
-        read, served = self._arena.read, self._served
-        return [None if (found := read(key)) is None else served(found, now) for key in keys]
+        served = self._served
+        return [None if f is None else served(f, now) for f in self._arena.read_many(keys)]
 
     def live_values(self, keys: Sequence[bytes], now: float) -> list[bytes | None]:
         """The value of each key held here live (neither a tombstone nor expired), its
