@@ -309,7 +309,7 @@ class MemoryConfig(_Section):
 
     ``promote_chance``: the probability that a warm or cold hit promotes its item (when
     ``promote_on_read``); below 1, an item read once in a while stays where it is, and
-    one read often goes up after a few reads (like memcached's extstore recache rate).
+    an item read often goes up after a few reads (like memcached's extstore recache rate).
     """
 
     tiers: TiersConfig = field(default_factory=TiersConfig)

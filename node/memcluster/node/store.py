@@ -4,13 +4,13 @@ Writes land in the first enabled tier (hot). A tier over capacity hands its
 eviction victims to the next tier down (demotion); the last tier drops them
 (eviction). Items idle past a tier's residence ttl move down too. A read that
 finds an item in a lower tier moves it back to the top (promotion) unless
-``promote_on_read`` is off (with the probability ``promote_chance``: below 1, items
-read once in a while stay down); a node defers that move until the read has been
-answered (``on_deferred``): the move, and the demotions it causes below, are not the
-reader's to wait for. Deletes write tombstones that expire after ``tombstone_ttl``, so
-that a replica that missed the delete cannot resurrect the key. Every write carries a
-hybrid-logical-clock version; ``apply`` (replication, transfer) keeps whichever write
-is newer.
+``promote_on_read`` is off; with ``promote_chance`` below 1 only that share of such
+reads promotes (items read once in a while stay down). A node defers that move until
+the read has been answered (``on_deferred``): the move, and the demotions it causes
+below, are not the reader's to wait for. Deletes write tombstones that expire after
+``tombstone_ttl``, so that a replica that missed the delete cannot resurrect the key.
+Every write carries a hybrid-logical-clock version; ``apply`` (replication, transfer)
+keeps whichever write is newer.
 """
 
 from __future__ import annotations
@@ -38,7 +38,12 @@ MAX_DEFERRED_BYTES = 16 << 20
 
 
 def _draws(chance: float, rng: random.Random | None) -> Callable[[], bool]:
-    """True with probability ``chance``, drawn from ``rng`` (a private generator if None)."""
+    """True with probability ``chance``, drawn from ``rng`` (a private generator if None);
+    always or never, without a draw, at 1 and 0."""
+    if chance >= 1.0:
+        return lambda: True
+    if chance <= 0.0:
+        return lambda: False
     draw = (rng or random.Random()).random
     return lambda: draw() < chance
 
@@ -124,9 +129,7 @@ class TieredStore:
         self._deferred_bytes = 0  # their values' bytes, held outside any tier's accounting
         chance = memory.promote_chance if memory.promote_on_read else 0.0
         #: Whether a hit below the first tier promotes (a draw when the chance is below 1).
-        self._promotes: Callable[[], bool] = (
-            (lambda: chance == 1.0) if chance in (0.0, 1.0) else _draws(chance, rng)
-        )
+        self._promotes: Callable[[], bool] = _draws(chance, rng)
         self.configured_hot_capacity = tiers[0].capacity
 
     # -- reads ---------------------------------------------------------------
@@ -179,7 +182,8 @@ class TieredStore:
         if misses:
             missing = [i for i, v in enumerate(values) if v is None]
             if self.on_deferred is not None:
-                missing = self._values_below(keys, values, missing, now)
+                self._values_below(keys, values, missing, now)
+                return values
             # Asked again from the top, as get_many does: tombstones and expired items of
             # the first tier are dealt with there, and a key an earlier read of the batch
             # promoted at once is found.
@@ -192,21 +196,21 @@ class TieredStore:
 
     def _values_below(
         self, keys: Sequence[bytes], values: list[bytes | None], missing: list[int], now: float
-    ) -> list[int]:
+    ) -> None:
         """Fill in ``values`` at the indexes ``missing`` (the first tier's misses) from the
-        tiers below, each asked once for all of them; returns the indexes none of them
-        holds, for ``_get``.
+        tiers below, each asked once for all of them, with the counters a single read of
+        each key would leave.
 
-        Only while promotions are deferred: then no read of the batch moves an item up,
-        and a key held in the first tier (a tombstone or an expired item, which
-        ``live_values`` does not answer) is held in no other, so it reaches ``_get``
-        like an absent key, which deals with it as a single read does.
+        Only while promotions are deferred: then no read of the batch moves an item up.
+        A key the first tier holds as a tombstone or an expired item (``live_values``
+        answers neither) is held in no other tier, so only the keys no tier below holds
+        are looked at there again, as ``_get`` would.
         """
-        for depth in range(1, len(self.tiers)):
-            tier = self.tiers[depth]
+        tiers, counters = self.tiers, self.counters
+        for depth in range(1, len(tiers)):
             rest: list[int] = []
             served = 0
-            found_below = tier.get_many([keys[i] for i in missing], now)
+            found_below = tiers[depth].get_many([keys[i] for i in missing], now)
             for index, item in zip(missing, found_below, strict=True):
                 if item is None:
                     rest.append(index)
@@ -215,12 +219,19 @@ class TieredStore:
                 found = self._serve(depth, keys[index], item, now)
                 if found is not None:
                     values[index] = found[0].value
-            for above in self.tiers[:depth]:  # as _get counts the tiers it passed
-                self.counters[above.name].misses += served
+            for above in tiers[:depth]:  # as _get counts the tiers it passed
+                counters[above.name].misses += served
             missing = rest
             if not missing:
-                break
-        return missing
+                return
+        first = tiers[0]
+        for index in missing:
+            item = first.get(keys[index], now)
+            if item is not None:  # a tombstone, or expired: None, as _serve deals with it
+                self._serve(0, keys[index], item, now)
+            else:
+                for tier in tiers:
+                    counters[tier.name].misses += 1
 
     def _get(self, key: bytes, now: float) -> tuple[Item, str] | None:
         for depth, tier in enumerate(self.tiers):
@@ -239,7 +250,8 @@ class TieredStore:
             if tier.pop(key) is not None:
                 counters.expirations += 1
             else:  # an earlier key of the batch read it and removed it: absent by now
-                counters.misses += 1
+                for below in self.tiers[depth:]:  # a single read's misses on its way down
+                    self.counters[below.name].misses += 1
             return None
         if item.tombstone:
             counters.misses += 1

@@ -111,7 +111,9 @@ class MemoryTier:
         return None if found is None else self._served(found, now)
 
     def get_many(self, keys: Sequence[bytes], now: float) -> list[Item | None]:
-        """``get`` of each key, in one loop (a batch read's first tier)."""
+        """``get`` of each key, in one loop (a batch read's tiers). The headers are all
+        read first: a key asked twice has its access noted twice from the same header
+        (one LFU bump, as ``live_values``)."""
         served = self._served
         return [None if f is None else served(f, now) for f in self._arena.read_many(keys)]
 
