@@ -266,3 +266,5 @@ def test_get_many_answers_entries_or_values_only(nodes: NodeFactory) -> None:
         lean = stub.GetMany(node_pb2.GetManyRequest(keys=[b"a", b"zz"], values_only=True))
         assert list(lean.found) == [True, False] and list(lean.values) == [b"1", b""]
         assert not lean.entries and lean.epoch == full.epoch > 0
+        every = stub.GetMany(node_pb2.GetManyRequest(keys=[b"a", b"a"], values_only=True))
+        assert list(every.found) == [True, True] and list(every.values) == [b"1", b"1"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from google.protobuf.message import Message
 
@@ -49,6 +49,19 @@ def entry(found: tuple[Item, str] | None) -> node_pb2.Entry:
         priority=item.priority,
         version=item.version,
         tier=TIER_ENUM[tier],
+    )
+
+
+def _values_answer(values: list[bytes | None], epoch: int) -> node_pb2.GetManyResponse:
+    """A values-only GetMany answer (None: not found); when every key was found, built
+    without a step per key (the search for None runs in C)."""
+    if None not in values:
+        present = cast(list[bytes], values)
+        return node_pb2.GetManyResponse(found=[True] * len(present), values=present, epoch=epoch)
+    return node_pb2.GetManyResponse(
+        found=[v is not None for v in values],
+        values=[b"" if v is None else v for v in values],
+        epoch=epoch,
     )
 
 
@@ -115,11 +128,7 @@ class NodeService(_OfNode, node_pb2_grpc.NodeServicer):
         keys, level = list(request.keys), _read_level(request.consistency)
         if request.values_only:
             values = await self.node.replicator.values_many(keys, level)
-            return node_pb2.GetManyResponse(
-                found=[v is not None for v in values],
-                values=[b"" if v is None else v for v in values],
-                epoch=self.node.epoch,
-            )
+            return _values_answer(values, self.node.epoch)
         found = await self.node.replicator.get_many(keys, level)
         return node_pb2.GetManyResponse(entries=[entry(f) for f in found], epoch=self.node.epoch)
 
