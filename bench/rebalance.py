@@ -17,7 +17,10 @@ recording every call's latency and outcome. Meanwhile:
    key held by 2 live nodes).
 
 Client p50/p99 in each window are compared with the baseline; the per-second
-timeline (ops/s, errors, p50, p99) goes into the results and a PNG plot.
+timeline (ops/s, errors, p50, p99) goes into the results and a PNG plot. The machine's
+noise (``bench.noise``) is probed before the background load starts and after it stops
+(a calibration holds the GIL the measured client needs): the second probe's steal covers
+every window.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from typing import Any
 
 from rich.console import Console
 
-from bench import dataset, timing, ycsb
+from bench import dataset, noise, timing, ycsb
 from bench.cluster import SMALL_TIERS, cluster_config, holdings, local_cluster
 from bench.systems import Memcluster
 from bench.workloads import POOL_SEED, SizeSpec, load, make_dataset
@@ -148,6 +151,7 @@ def measure_rebalance(plan: RebalancePlan, progress: Console) -> dict[str, Any]:
     items = math.ceil(plan.megabytes * 1e6 / (sum(map(len, values)) / len(values)))
     data = make_dataset(SizeSpec("1KB", "medium", items), plan.pool)
     result: dict[str, Any] = {"plan": asdict(plan), "items": items}
+    meter = noise.Meter()
     overrides = dict(SMALL_TIERS)
     if plan.migration_rate is not None:
         overrides["cluster.migration_rate"] = plan.migration_rate
@@ -164,6 +168,7 @@ def measure_rebalance(plan: RebalancePlan, progress: Console) -> dict[str, Any]:
             ycsb.WORKLOADS["B"], ycsb.chooser("zipfian", len(keys)), LOAD_OPS, "rebalance"
         )
         background = BackgroundLoad(cluster.node_addresses(), ops)
+        meter.probe()
         background.start(max_seconds=plan.baseline_seconds + 4 * plan.settle_timeout + 120)
         scenario = _Scenario(cluster, plan, keys, background.t0, progress)
         try:
@@ -176,10 +181,12 @@ def measure_rebalance(plan: RebalancePlan, progress: Console) -> dict[str, Any]:
             time.sleep(plan.quiet_seconds)
         finally:
             background.stop()
+        meter.probe()
     events = scenario.events
     result["events"] = events
     result["windows"] = _windows(background.records, events)
     result["timeline"] = _timeline(background.records)
+    result["noise"] = meter.result()
     return result
 
 

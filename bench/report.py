@@ -10,6 +10,9 @@ Targets (issue "Benchmarks"), each a memcluster/peer ratio:
   one that fits the hot tiers is reported beside it);
 - hot-tier overhead per key <= 1.5x Redis's (from ``bench.tiers``);
 - client p99 while a node joins <= 2x the p99 before.
+
+A target measured while the machine was disturbed (``bench.noise``: the 100B workloads
+for the throughput targets, the rebalance section for the p99 one) is marked so.
 """
 
 from __future__ import annotations
@@ -51,35 +54,47 @@ def _dig(data: Any, *path: str) -> Any:
 
 
 def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every target with its measured value (None: not measured) and whether it is met."""
+    """Every target with its measured value (None: not measured), whether it is met, and
+    whether the machine was disturbed while it was measured (None: not probed)."""
     ratios = _dig(results, "workloads", "sizes", TARGET_SIZE, "ratios", "redis") or {}
+    size_noise = _dig(results, "workloads", "sizes", TARGET_SIZE, "noise")
     rows = [
-        ("batch get 100 keys vs Redis MGET", ratios.get("sync/batch-get"), ">=", 0.5),
-        ("batch put 100 keys vs Redis pipelined SET", ratios.get("sync/batch-put"), ">=", 0.5),
-        ("unary get (sync client) vs redis-py GET", ratios.get("sync/C"), ">=", 0.5),
+        ("batch get 100 keys vs Redis MGET", ratios.get("sync/batch-get"), ">=", 0.5, size_noise),
+        (
+            "batch put 100 keys vs Redis pipelined SET",
+            ratios.get("sync/batch-put"),
+            ">=",
+            0.5,
+            size_noise,
+        ),
+        ("unary get (sync client) vs redis-py GET", ratios.get("sync/C"), ">=", 0.5, size_noise),
         (
             "RAM per item, default tiers, vs Redis used_memory",
             _dig(results, "workloads", "default_memory", "memory_ratios", "redis.used_memory"),
             "<=",
             0.5,
+            None,  # memory: no noise probe
         ),
         (
             "hot-tier overhead per key vs Redis",
             _dig(results, "tiers", "memory", "ratio", "overhead_rss"),
             "<=",
             1.5,
+            None,
         ),
         (
             "client p99 during rebalance vs before",
             _dig(results, "rebalance", "windows", "ratios_to_before", "move", "p99"),
             "<=",
             2.0,
+            _dig(results, "rebalance", "noise"),
         ),
     ]
     out = []
-    for name, value, op, goal in rows:
+    for name, value, op, goal, noise in rows:
         met = None if value is None else (value >= goal if op == ">=" else value <= goal)
-        out.append({"target": name, "value": value, "goal": f"{op} {goal}x", "met": met})
+        row = {"target": name, "value": value, "goal": f"{op} {goal}x", "met": met}
+        out.append({**row, "disturbed": None if noise is None else noise["disturbed"]})
     return out
 
 
@@ -103,6 +118,7 @@ def render(results: dict[str, Any], console: Console) -> None:
             console.print(f"[red]rebalance: failed: {results['rebalance']['error']}")
         else:
             console.print(_rebalance_table(results["rebalance"]))
+            _print_noise(results["rebalance"], "the rebalance ratios", console)
 
 
 def _targets_table(rows: list[dict[str, Any]]) -> Table:
@@ -114,6 +130,8 @@ def _targets_table(rows: list[dict[str, Any]]) -> Table:
     for row in rows:
         value = "not measured" if row["value"] is None else f"{row['value']:.2f}x"
         met = {True: "[green]met", False: "[red]not met", None: "-"}[row["met"]]
+        if row.get("disturbed"):
+            met += " [yellow](disturbed run)"
         table.add_row(row["target"], value, row["goal"], met)
     return table
 
@@ -126,10 +144,24 @@ def _render_workloads(workloads: dict[str, Any], console: Console) -> None:
             console.print(f"[red]workloads {label}: failed: {size['error']}")
         else:
             console.print(_workload_table(label, size, workloads["plan"]))
+            _print_noise(size, "ratios of this size", console)
     sections = [(f"{label}, small tiers", s) for label, s in workloads["sizes"].items()]
     sections.append(("4KB, default, beyond hot", workloads.get("default_memory", {})))
     sections.append(("4KB, default, fits hot", workloads.get("default_memory_fits_hot", {})))
     console.print(_memory_table(sections))
+
+
+def _print_noise(section: dict[str, Any], what: str, console: Console) -> None:
+    """One line on the machine's noise while ``section`` was measured, if it was probed."""
+    noise = section.get("noise")
+    if noise is None:
+        return
+    verdict = f"[red]DISTURBED: {what} may be off" if noise["disturbed"] else "quiet"
+    console.print(
+        f"machine noise: calibration {noise['calibration_ms_min']:.1f}-"
+        f"{noise['calibration_ms_max']:.1f} ms ({noise['slowdown']:.2f}x), on CPU >= "
+        f"{noise['on_cpu_pct_min']:.0f}%, steal max {noise['steal_pct_max']:.1f}% — {verdict}"
+    )
 
 
 def _latency(median: dict[str, float]) -> str:

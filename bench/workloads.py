@@ -10,7 +10,8 @@ then every cell (a workload with one kind of client) runs on every system, the
 systems alternating in ``rounds`` rounds (the first system rotates each round) so
 that the machine's noise falls on all of them. Each run of a cell, its warm-up
 included, continues through the cell's pre-drawn operations where the system's run
-before stopped. Reported per cell: the median over rounds of ops/s, p50, p99 and p99.9.
+before stopped. Reported per cell: the median over rounds of ops/s, p50, p99 and p99.9;
+per size, the machine's noise (``bench.noise``), probed before each round and at the end.
 
 Cells (zipfian keys, theta 0.99, unless named uniform):
 
@@ -45,7 +46,7 @@ from typing import Any
 
 from rich.console import Console
 
-from bench import dataset, memcached_server, redis_server, runner, ycsb
+from bench import dataset, memcached_server, noise, redis_server, runner, ycsb
 from bench.cluster import DEFAULT_TIERS, SMALL_TIERS, cluster_config, local_cluster
 from bench.systems import Memcached, Memcluster, Redis, System
 
@@ -268,6 +269,7 @@ def _measure_size(
     plan: WorkloadPlan, spec: SizeSpec, skipped: dict[str, str], progress: Console
 ) -> dict[str, Any]:
     started = time.monotonic()
+    meter = noise.Meter()  # probes between rounds, where no system is timed
     with _systems(spec, plan, skipped, SMALL_TIERS) as (systems, shape):
         data = make_dataset(spec, plan.pool)
         result: dict[str, Any] = {
@@ -285,6 +287,7 @@ def _measure_size(
         # just answered (a cache would answer them from what they just promoted).
         cursors: dict[tuple[str, str], int] = {}
         for r in range(plan.rounds):
+            meter.probe()
             order = systems[r % len(systems) :] + systems[: r % len(systems)]
             progress.print(f"  round {r + 1}/{plan.rounds}: {', '.join(s.name for s in order)}")
             for system in order:
@@ -293,12 +296,14 @@ def _measure_size(
                     run, taken = _measure_cell(system, cell, data, plan, at)
                     cursors[system.name, cell.key] = at + taken
                     rounds[system.name].setdefault(cell.key, []).append(run)
+        meter.probe()
         batch = {c.key: 1 if c.kind == "mixed" else plan.batch_size for c in CELLS}
         result["cells"] = {
             name: {key: _combine(runs, batch[key]) for key, runs in cells.items()}
             for name, cells in rounds.items()
         }
     result["ratios"] = _ratios(result["cells"])
+    result["noise"] = meter.result()
     result["seconds"] = round(time.monotonic() - started, 1)
     return result
 

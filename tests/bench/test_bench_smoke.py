@@ -45,6 +45,9 @@ def test_every_section_runs_against_every_system(tmp_path: Path) -> None:
         systems = set(size["cells"])
         assert {"memcluster", "redis", "memcached"} <= systems, systems
         assert size["cells"]["memcluster"].keys() == size["cells"]["redis"].keys()
+        # A noise probe before each round and one at the end.
+        assert len(size["noise"]["probes"]) == results["workloads"]["plan"]["rounds"] + 1
+    assert len(results["rebalance"]["noise"]["probes"]) == 2  # around the background load
     targets = {t["target"]: t["value"] for t in results["targets"]}
     assert len(targets) == 6 and None not in targets.values(), targets
     moved = results["rebalance"]["join"]["moved"]
