@@ -13,6 +13,7 @@ from memcluster.node.tiers.arena import (
     HEADER_SIZE,
     MAX_SHARD_BITS,
     SEGMENT,
+    TOMBSTONE,
     Arena,
 )
 
@@ -50,6 +51,7 @@ def check_against(arena: Arena, model: dict[bytes, bytes]) -> None:
         assert read(arena, key) == payload
     asked = [*model, b"absent", *model]
     assert arena.read_many(asked) == [arena.read(k) for k in asked]
+    assert arena.read_live(asked, NOW * 1000, 0, NOW) == [model.get(k) for k in asked]
     assert arena.record_bytes == sum(
         record_size(k, p) + (len(p) if len(p) > BIG_PAYLOAD else 0) for k, p in model.items()
     )
@@ -86,6 +88,31 @@ def test_random_operations_match_a_dict(ops: list[tuple[str, int, int]]) -> None
         assert arena.remove(key) is not None
     assert len(arena) == 0 and arena.record_bytes == 0 and arena.big_count == 0
     arena.clear()
+
+
+def test_read_live_answers_live_payloads_and_notes_stale_access() -> None:
+    arena = Arena()
+    now_ms = NOW * 1000
+    put(arena, b"fresh", b"f", access=NOW - 1)
+    put(arena, b"stale", b"s", access=NOW - 5)
+    put(arena, b"gone", b"", flags=TOMBSTONE, access=NOW - 5)
+    put(arena, b"expired", b"e", expires=now_ms, access=NOW - 5)
+    put(arena, b"later", b"l", expires=now_ms + 1, access=NOW - 5)
+    put(arena, b"big", b"b" * (BIG_PAYLOAD + 1), access=NOW - 5)
+    asked = [b"fresh", b"stale", b"gone", b"expired", b"later", b"absent", b"big", b"stale"]
+    want = [b"f", b"s", None, None, b"l", None, b"b" * (BIG_PAYLOAD + 1), b"s"]
+    assert arena.read_live(asked, now_ms, NOW - 2, NOW) == want
+    access = {k: arena.meta(arena.find(k))[3] for k in asked if k != b"absent"}
+    # Live records accessed at or before the stale mark now carry the read's time; the
+    # others (fresh, or not answered) are left as they were.
+    assert access == {
+        b"fresh": NOW - 1,
+        b"stale": NOW,
+        b"gone": NOW - 5,
+        b"expired": NOW - 5,
+        b"later": NOW,
+        b"big": NOW,
+    }
 
 
 def test_index_grows_and_splits_without_losing_keys() -> None:

@@ -294,20 +294,22 @@ class TieredStore:
         now = self._clock.now()
         now_ms = int(now * 1000)
         landing: list[tuple[bytes, Item]] = []
+        below = [(tier.remove_if, self.counters[tier.name]) for tier in self.tiers[1:]]
+        taken = 0
         for _ in range(min(limit, len(deferred))):
             key = next(iter(deferred))
             item = deferred.pop(key)
-            self._deferred_bytes -= len(item.value)
-            for tier in self.tiers[1:]:
-                if tier.remove_if(key, item):
-                    counters = self.counters[tier.name]
-                    if item.expired(now_ms):
+            taken += len(item.value)
+            for remove_if, counters in below:
+                if remove_if(key, item):
+                    if 0 < item.expires_ms <= now_ms:
                         counters.expirations += 1
                         self._churn([(key, item)])
                     else:
                         counters.promotions += 1
                         landing.append((key, item))
                     break
+        self._deferred_bytes -= taken
         if landing:
             self._land_many(landing, now)
         return len(deferred)
@@ -581,7 +583,7 @@ class TieredStore:
         while items:
             source = self.counters[self.tiers[depth].name]
             now_ms = int(now * 1000)
-            live = [(k, i) for k, i in items if not i.expired(now_ms)]
+            live = [(k, i) for k, i in items if not 0 < i.expires_ms <= now_ms]
             source.expirations += len(items) - len(live)
             if depth + 1 >= len(self.tiers):
                 source.evictions += len(live)

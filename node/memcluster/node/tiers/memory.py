@@ -63,6 +63,8 @@ class MemoryTier:
     """A byte-bounded store of packed records with sampled eviction (see module docstring)."""
 
     name = "memory"
+    #: Whether stored payloads are encoded (``_decode`` is not the identity).
+    encoded = False
 
     def __init__(
         self,
@@ -121,11 +123,16 @@ class MemoryTier:
         """The value of each key held here live (neither a tombstone nor expired), its
         access noted as ``get`` notes it; None for every other key (a batch read's first
         tier, when only values are wanted: no Item per hit)."""
-        decode, note, set_access = self._decode, self._note_read, self._arena.set_access
-        lru = self.eviction == "lru"
         now_ms = int(now * 1000)
         stale = int(now) - ACCESS_GRANULARITY  # an LRU access time to refresh: at most this
-        values: list[bytes | None] = []
+        if self.eviction == "lru":  # as _note_read does for LRU, in the arena's loop
+            values = self._arena.read_live(keys, now_ms, stale, int(now))
+            if self.encoded:
+                decode = self._decode
+                return [None if v is None else decode(v) for v in values]
+            return values
+        decode, note = self._decode, self._note_read
+        values = []
         append = values.append
         for found in self._arena.read_many(keys):
             if found is None:
@@ -135,10 +142,7 @@ class MemoryTier:
             if meta[5] & TOMBSTONE or 0 < meta[2] <= now_ms:
                 append(None)
                 continue
-            if not lru:
-                note(loc, meta, now)
-            elif meta[3] <= stale:  # as _note_read does for LRU, without a call per key
-                set_access(loc, int(now), meta[6])
+            note(loc, meta, now)
             append(decode(payload))
         return values
 
@@ -182,9 +186,20 @@ class MemoryTier:
         )
 
     def put_many(self, items: list[tuple[bytes, Item]], now: float) -> None:
-        """``put`` each pair."""
+        """``put`` each pair (in one loop: promotions and demotions come in batches)."""
+        store, encode, access = self._arena.store, self._encode, int(now)
         for key, item in items:
-            self.put(key, item, now)
+            store(
+                key,
+                item.version,
+                item.origin,
+                item.expires_ms,
+                access,
+                item.priority,
+                TOMBSTONE if item.tombstone else 0,
+                LFU_INIT,
+                encode(item.value),
+            )
 
     def pop(self, key: bytes) -> Item | None:
         """Remove and return the item."""
@@ -296,6 +311,7 @@ class WarmTier(MemoryTier):
     """RAM, values zstd-compressed (with a dictionary trained on small values)."""
 
     name = "warm"
+    encoded = True
 
     def __init__(
         self,
