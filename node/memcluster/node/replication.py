@@ -79,7 +79,7 @@ class Replicator:
         """Tombstone each key everywhere; returns whether a live item existed locally."""
         owners = self.view.check_owner(list(keys))
         for index, key in enumerate(keys):
-            self.store.validate_key(key, where=f"keys[{index}]")
+            self.store.limits.key(key, where=f"keys[{index}]")
         results = [self.store.delete(key) for key in keys]
         await self._replicate(
             [(k, r[1]) for k, r in zip(keys, results, strict=True)], owners, consistency
@@ -165,7 +165,7 @@ class Replicator:
                 found[i] = self.store.get(keys[i])
             return found
         for index, key in enumerate(keys):
-            self.store.validate_key(key, where=f"keys[{index}]")
+            self.store.limits.key(key, where=f"keys[{index}]")
         return await self._quorum_read(list(keys), owners, consistency)
 
     async def values_many(self, keys: Sequence[bytes], consistency: int) -> list[bytes | None]:

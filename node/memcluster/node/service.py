@@ -13,8 +13,8 @@ from memcluster.common.errors import InvalidRequest
 from memcluster.common.frames import METHODS as FRAME_METHODS
 from memcluster.common.frames import VERSION as FRAMES_VERSION
 from memcluster.common.rpc import maps_errors
+from memcluster.node.limits import RequestLimits
 from memcluster.node.replication import item_from_wire, item_to_wire
-from memcluster.node.store import TieredStore
 from memcluster.node.tiers.base import Item
 from memcluster.node.view import CONSISTENCY_ONE, CONSISTENCY_QUORUM
 from memcluster.wire import (
@@ -269,7 +269,7 @@ def _checked(msg: items_pb2.Item) -> Item:
         raise InvalidRequest(f"tombstone for key {msg.key[:64]!r} carries a value")
     if msg.origin > 0xFFFF or msg.version >= 1 << 64:
         raise InvalidRequest(f"item {msg.key[:64]!r}: origin or version out of range")
-    TieredStore.validate_priority(msg.priority, f"item {msg.key[:64]!r}")
+    RequestLimits.priority(msg.priority, f"item {msg.key[:64]!r}")
     return item_from_wire(msg)
 
 

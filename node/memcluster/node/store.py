@@ -23,12 +23,11 @@ from pathlib import Path
 
 from memcluster.common.clock import Clock, SystemClock
 from memcluster.common.config import LimitsConfig, MemoryConfig
-from memcluster.common.errors import InvalidRequest
 from memcluster.common.versions import HybridClock
+from memcluster.node.limits import RequestLimits
 from memcluster.node.tiers.base import Item, Tier
 from memcluster.node.tiers.cold import ColdTier
 from memcluster.node.tiers.memory import HotTier, WarmTier
-from memcluster.node.tiers.record import PRIORITY_MAX, PRIORITY_MIN
 
 FLUSH_BATCH = 1000
 #: Reads whose promotion may wait at once, and the bytes of their values; past either a
@@ -85,7 +84,8 @@ class TieredStore:
         rng: random.Random | None = None,
     ) -> None:
         self._clock = clock or SystemClock()
-        self._limits = limits
+        #: The checks every request passes before it changes anything.
+        self.limits = RequestLimits(limits)
         self._memory = memory
         self.origin = origin
         self.hlc = HybridClock(self._clock)
@@ -137,7 +137,7 @@ class TieredStore:
     def get(self, key: bytes) -> tuple[Item, str] | None:
         """The live item for ``key`` and the tier that served it; a hit below the first
         tier promotes the item (now, or queued when ``on_deferred`` is set)."""
-        self.validate_key(key)
+        self.limits.key(key)
         return self._get(key, self._clock.now())
 
     def get_many(self, keys: Sequence[bytes]) -> list[tuple[Item, str] | None]:
@@ -148,7 +148,7 @@ class TieredStore:
         there even if a promotion for an earlier key of the batch then evicts it (in a
         store that promotes at once, without ``on_deferred``).
         """
-        self.validate_keys(keys)
+        self.limits.keys(keys)
         now = self._clock.now()
         now_ms = int(now * 1000)
         first = self.tiers[0]
@@ -173,7 +173,7 @@ class TieredStore:
     def values_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
         """The value of each key (None when absent), as ``get_many`` would answer it: the
         same promotions, expiry and counters, without an Item per hit in the first tier."""
-        self.validate_keys(keys)
+        self.limits.keys(keys)
         now = self._clock.now()
         first = self.tiers[0]
         values = first.live_values(keys, now)
@@ -328,7 +328,7 @@ class TieredStore:
 
     def write(self, key: bytes, value: bytes, ttl: float | None = None, priority: int = 0) -> Item:
         """Store a new value; returns the stored item (to replicate)."""
-        self.validate_put(key, value, ttl, priority)
+        self.limits.put(key, value, ttl, priority)
         now = self._clock.now()
         item = Item(value, self.hlc.now(), self.origin, self._expiry(ttl, now), priority)
         self._write(key, item, now)
@@ -337,7 +337,7 @@ class TieredStore:
     def write_many(self, puts: Sequence[tuple[bytes, bytes, float | None, int]]) -> list[Item]:
         """Validate every put first (a bad one applies none), then store them all."""
         for index, (key, value, ttl, priority) in enumerate(puts):
-            self.validate_put(key, value, ttl, priority, where=f"items[{index}]")
+            self.limits.put(key, value, ttl, priority, where=f"items[{index}]")
         now = self._clock.now()
         self._evict_from_other_tiers([p[0] for p in puts])
         top, version, origin, expiry = self.tiers[0], self.hlc.now, self.origin, self._expiry
@@ -384,7 +384,7 @@ class TieredStore:
 
     def delete(self, key: bytes) -> tuple[bool, Item]:
         """Replace the item with a tombstone; returns (a live item existed, the tombstone)."""
-        self.validate_key(key)
+        self.limits.key(key)
         now = self._clock.now()
         existing = self._peek(key)
         existed = (
@@ -399,11 +399,11 @@ class TieredStore:
 
     def touch(self, key: bytes, ttl: float | None, priority: int | None = None) -> Item | None:
         """Give a live item a new expiry (None: never) and optionally a new priority."""
-        self.validate_key(key)
+        self.limits.key(key)
         if ttl is not None:
-            self.validate_put(key, b"", ttl)
+            self.limits.put(key, b"", ttl)
         if priority is not None:
-            self.validate_priority(priority)
+            self.limits.priority(priority)
         now = self._clock.now()
         item = self._peek(key)
         if item is None or item.tombstone or item.expired(int(now * 1000)):
@@ -432,7 +432,7 @@ class TieredStore:
         and what the node already holds in RAM is not demoted for items nobody has
         asked for yet (the node answers requests meanwhile).
         """
-        self.validate_keys([key for key, _ in items])
+        self.limits.keys([key for key, _ in items])
         now = self._clock.now()
         now_ms = int(now * 1000)
         observe, peek = self.hlc.observe, self._peek
@@ -608,49 +608,3 @@ class TieredStore:
 
     def _expiry(self, ttl: float | None, now: float) -> int:
         return 0 if ttl is None else int((now + ttl) * 1000)
-
-    # -- validation: every message names the field and the limit to respect ---
-
-    def validate_keys(self, keys: Sequence[bytes]) -> None:
-        """``validate_key`` of each key of a batch (naming the first bad one)."""
-        if keys and min(map(len, keys)) > 0 and max(map(len, keys)) <= self._limits.max_key_bytes:
-            return  # the common case, checked without a Python step per key
-        for index, key in enumerate(keys):
-            self.validate_key(key, where=f"keys[{index}]")
-
-    def validate_key(self, key: bytes, where: str = "key") -> None:
-        """Raise InvalidRequest unless ``key`` is 1..max_key_bytes bytes."""
-        if not key:
-            raise InvalidRequest(f"{where}: key must not be empty")
-        if len(key) > self._limits.max_key_bytes:
-            raise InvalidRequest(
-                f"{where}: key is {len(key)} bytes; the limit is "
-                f"{self._limits.max_key_bytes} (limits.max_key_bytes)"
-            )
-
-    def validate_put(
-        self,
-        key: bytes,
-        value: bytes,
-        ttl: float | None = None,
-        priority: int = 0,
-        where: str = "item",
-    ) -> None:
-        """Raise InvalidRequest unless a put of these arguments would be accepted."""
-        self.validate_key(key, where)
-        if len(value) > self._limits.max_value_bytes:
-            raise InvalidRequest(
-                f"{where}: value is {len(value)} bytes; the limit is "
-                f"{self._limits.max_value_bytes} (limits.max_value_bytes)"
-            )
-        if ttl is not None and not (0 < ttl < 10**10):
-            raise InvalidRequest(f"{where}: ttl must be a positive number of seconds, got {ttl}")
-        self.validate_priority(priority, where)
-
-    @staticmethod
-    def validate_priority(priority: int, where: str = "priority") -> None:
-        """Raise InvalidRequest unless ``priority`` fits the record's 16 bits."""
-        if not PRIORITY_MIN <= priority <= PRIORITY_MAX:
-            raise InvalidRequest(
-                f"{where}: priority {priority} is outside {PRIORITY_MIN}..{PRIORITY_MAX}"
-            )
