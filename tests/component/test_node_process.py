@@ -268,3 +268,11 @@ def test_get_many_answers_entries_or_values_only(nodes: NodeFactory) -> None:
         assert not lean.entries and lean.epoch == full.epoch > 0
         every = stub.GetMany(node_pb2.GetManyRequest(keys=[b"a", b"a"], values_only=True))
         assert list(every.found) == [True, True] and list(every.values) == [b"1", b"1"]
+        # Asked to, the node leaves the flags out when every key was found, only then.
+        sparse = node_pb2.GetManyRequest(keys=[b"a", b"a"], values_only=True)
+        sparse.found_only_on_miss = True
+        hits = stub.GetMany(sparse)
+        assert not hits.found and list(hits.values) == [b"1", b"1"]
+        sparse.keys.append(b"zz")
+        miss = stub.GetMany(sparse)
+        assert list(miss.found) == [True, True, False] and list(miss.values) == [b"1", b"1", b""]

@@ -448,24 +448,41 @@ def test_aio_errors_map_with_their_metadata() -> None:
 # -- batching --------------------------------------------------------------------
 
 
-def many(request: Any, entries: list[node_pb2.Entry], epoch: int = 0) -> node_pb2.GetManyResponse:
-    """A GetMany answer in the form the request asked for (values only, or entries)."""
+def many(
+    request: Any, entries: list[node_pb2.Entry], epoch: int = 0, *, flags: bool = False
+) -> node_pb2.GetManyResponse:
+    """A GetMany answer in the form the request asked for (values only, or entries), as
+    a node answers it: values-only found flags are left out when every key was found and
+    the request allows it, unless ``flags`` (a node that predates found_only_on_miss)."""
     if request.values_only:
-        return node_pb2.GetManyResponse(
-            found=[e.found for e in entries], values=[e.value for e in entries], epoch=epoch
-        )
+        found = [e.found for e in entries]
+        if request.found_only_on_miss and all(found) and not flags:
+            found = []
+        return node_pb2.GetManyResponse(found=found, values=[e.value for e in entries], epoch=epoch)
     return node_pb2.GetManyResponse(entries=entries, epoch=epoch)
 
 
-def fake_get_many(store: dict[bytes, bytes]) -> Handler:
+def fake_get_many(store: dict[bytes, bytes], *, flags: bool = False) -> Handler:
     def handle(call: Call) -> Message:
         assert isinstance(call.request, node_pb2.GetManyRequest)
         keys = call.request.keys
-        return many(
-            call.request, [found(store[k]) if k in store else node_pb2.Entry() for k in keys]
-        )
+        entries = [found(store[k]) if k in store else node_pb2.Entry() for k in keys]
+        return many(call.request, entries, flags=flags)
 
     return handle
+
+
+@pytest.mark.parametrize("flags", [False, True], ids=["flags-left-out", "flags-always"])
+def test_get_many_reads_answers_with_or_without_found_flags(flags: bool) -> None:
+    """All found (no flags from a node that knows found_only_on_miss), or a miss."""
+    core = make_core()
+    store = {b"a": b"1", b"b": b"2"}
+    handler = fake_get_many(store, flags=flags)
+    result, effects = drive(core.get_many([b"a", b"b"], consistency=None), handler)
+    assert result == {b"a": b"1", b"b": b"2"}
+    assert all(c.request.found_only_on_miss for c in calls(effects))
+    result, _ = drive(core.get_many([b"b", b"zz", b"a"], consistency=None), handler)
+    assert result == {b"b": b"2", b"a": b"1"} and list(result) == [b"b", b"a"]
 
 
 def test_get_many_chunks_by_count_and_returns_the_callers_keys() -> None:

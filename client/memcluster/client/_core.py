@@ -135,7 +135,11 @@ class Core(Generic[V]):
 
         def build(batch: Sequence[bytes], epoch: int) -> Message:
             return node_pb2.GetManyRequest(
-                keys=batch, consistency=level, epoch=epoch, values_only=True
+                keys=batch,
+                consistency=level,
+                epoch=epoch,
+                values_only=True,
+                found_only_on_miss=True,
             )
 
         unique = list(dict.fromkeys(encoded))
@@ -149,13 +153,17 @@ class Core(Generic[V]):
         values: dict[bytes, Any] = dict.fromkeys(unique, _MISSING)
         for batch, response in answers:
             wire.expect_count("values", len(response.values), len(batch))
-            wire.expect_count("found flags", len(response.found), len(batch))
-            hits = compress(zip(batch, response.values, strict=True), response.found)
+            hits: Iterator[tuple[bytes, bytes]]
+            if response.found:
+                wire.expect_count("found flags", len(response.found), len(batch))
+                hits = compress(zip(batch, response.values, strict=True), response.found)
+            else:  # every key was found (found_only_on_miss)
+                hits = zip(batch, response.values, strict=True)
             if self.codec is BYTES:  # values as they are: no call per key
                 values.update(hits)
             else:
                 values.update((k, decode(value)) for k, value in hits)
-            if not all(response.found):
+            if response.found and not all(response.found):
                 for key in compress(batch, map(operator.not_, response.found)):
                     del values[key]
         if encoded == spellings:  # the caller's keys were bytes: they are the keys

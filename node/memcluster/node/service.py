@@ -52,11 +52,16 @@ def entry(found: tuple[Item, str] | None) -> node_pb2.Entry:
     )
 
 
-def _values_answer(values: list[bytes | None], epoch: int) -> node_pb2.GetManyResponse:
+def _values_answer(
+    values: list[bytes | None], epoch: int, found_only_on_miss: bool = False
+) -> node_pb2.GetManyResponse:
     """A values-only GetMany answer (None: not found); when every key was found, built
-    without a step per key (the search for None runs in C)."""
+    without a step per key (the search for None runs in C), and without found flags if
+    the caller reads their absence as "all found"."""
     if None not in values:
         present = cast(list[bytes], values)
+        if found_only_on_miss:
+            return node_pb2.GetManyResponse(values=present, epoch=epoch)
         return node_pb2.GetManyResponse(found=[True] * len(present), values=present, epoch=epoch)
     return node_pb2.GetManyResponse(
         found=[v is not None for v in values],
@@ -128,7 +133,7 @@ class NodeService(_OfNode, node_pb2_grpc.NodeServicer):
         keys, level = list(request.keys), _read_level(request.consistency)
         if request.values_only:
             values = await self.node.replicator.values_many(keys, level)
-            return _values_answer(values, self.node.epoch)
+            return _values_answer(values, self.node.epoch, request.found_only_on_miss)
         found = await self.node.replicator.get_many(keys, level)
         return node_pb2.GetManyResponse(entries=[entry(f) for f in found], epoch=self.node.epoch)
 

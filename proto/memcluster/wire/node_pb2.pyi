@@ -317,11 +317,18 @@ class GetManyRequest(_message.Message):
     CONSISTENCY_FIELD_NUMBER: _builtins.int
     EPOCH_FIELD_NUMBER: _builtins.int
     VALUES_ONLY_FIELD_NUMBER: _builtins.int
+    FOUND_ONLY_ON_MISS_FIELD_NUMBER: _builtins.int
     consistency: _items_pb2.Consistency.ValueType
     epoch: _builtins.int
     values_only: _builtins.bool
     """Answer with `found` and `values` only (no per-key Entry): cheaper to build and
     to read when the caller wants the values alone.
+    """
+    found_only_on_miss: _builtins.bool
+    """With values_only: leave `found` out when every key was found (the common batch
+    read), so that neither side spends a step per key on it. A node that does not
+    know this field always sends `found`; a caller that sets it reads an answer
+    without `found` as "all found".
     """
     @_builtins.property
     def keys(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]: ...
@@ -332,10 +339,11 @@ class GetManyRequest(_message.Message):
         consistency: _items_pb2.Consistency.ValueType = ...,
         epoch: _builtins.int = ...,
         values_only: _builtins.bool = ...,
+        found_only_on_miss: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["consistency", b"consistency", "epoch", b"epoch", "keys", b"keys", "values_only", b"values_only"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consistency", b"consistency", "epoch", b"epoch", "found_only_on_miss", b"found_only_on_miss", "keys", b"keys", "values_only", b"values_only"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -356,7 +364,9 @@ class GetManyResponse(_message.Message):
 
     @_builtins.property
     def found(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bool]:
-        """With values_only: one flag and one value (empty when not found) per key."""
+        """With values_only: one flag and one value (empty when not found) per key; no
+        flags at all when every key was found and the request said found_only_on_miss.
+        """
 
     @_builtins.property
     def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]: ...
