@@ -59,7 +59,9 @@ def check_against(arena: Arena, model: dict[bytes, bytes]) -> None:
 
 sizes = st.sampled_from([0, 1, 100, 3000, 40_000, 60_000, BIG_PAYLOAD + 1])
 operations = st.lists(
-    st.tuples(st.sampled_from(["put", "put", "pop", "find"]), st.integers(0, 60), sizes),
+    st.tuples(
+        st.sampled_from(["put", "put", "pop", "remove_if", "find"]), st.integers(0, 60), sizes
+    ),
     max_size=300,
 )
 
@@ -70,12 +72,20 @@ def test_random_operations_match_a_dict(ops: list[tuple[str, int, int]]) -> None
     """Large payloads cross segments quickly, so overwrites and pops drive compaction."""
     arena = Arena()
     model: dict[bytes, bytes] = {}
+    versions: dict[bytes, int] = {}
     for step, (op, k, size) in enumerate(ops):
         key = b"key%d" % k
         if op == "put":
             payload = bytes([step % 256]) * size
             put(arena, key, payload, version=step)
             model[key] = payload
+            versions[key] = step
+        elif op == "remove_if":  # the held version when size is even, another when odd
+            version = versions.get(key, -1) + size % 2
+            removed = arena.remove_if(key, version, 0)
+            assert removed == (key in model and version == versions[key])
+            if removed:
+                del model[key]
         elif op == "pop":
             removed = arena.remove(key)
             expected = model.pop(key, None)
@@ -113,6 +123,33 @@ def test_read_live_answers_live_payloads_and_notes_stale_access() -> None:
         b"later": NOW,
         b"big": NOW,
     }
+
+
+class Colliding(bytes):
+    """A key whose hash is the same as every other's: one tag, one probe chain."""
+
+    def __hash__(self) -> int:
+        return 7
+
+
+def test_reads_compare_keys_when_tags_collide() -> None:
+    arena = Arena()
+    keys = [Colliding(k) for k in (b"a", b"b", b"ab", b"ba", b"abc")]
+    for i, key in enumerate(keys[:4]):
+        put(arena, key, b"v%d" % i, access=NOW - 5)
+    asked = [*keys, Colliding(b"")]
+    want = [b"v0", b"v1", b"v2", b"v3", None, None]
+    assert arena.read_live(asked, NOW * 1000, NOW - 1, NOW) == want
+    assert [f and f[2] for f in arena.read_many(asked)] == want
+    assert arena.remove_if(keys[2], 1, 0) and not arena.remove_if(keys[4], 1, 0)
+    assert arena.read_live(asked, NOW * 1000, NOW - 1, NOW) == [
+        b"v0",
+        b"v1",
+        None,
+        b"v3",
+        None,
+        None,
+    ]
 
 
 def test_index_grows_and_splits_without_losing_keys() -> None:

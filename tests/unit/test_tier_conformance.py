@@ -23,14 +23,16 @@ def _factories(tmp_path: Path) -> dict[str, Factory]:
     counter = iter(range(10**6))
     return {
         "hot": lambda cap: HotTier(cap),  # noqa: PLW0108 (one shape for all three)
+        "hot-lfu": lambda cap: HotTier(cap, eviction="lfu"),
         "warm": lambda cap: WarmTier(cap, compression_level=3),
+        "warm-lfu": lambda cap: WarmTier(cap, compression_level=3, eviction="lfu"),
         "cold": lambda cap: ColdTier(
             str(tmp_path / f"cold{next(counter)}"), cap, 5, clock=ManualClock(NOW)
         ),
     }
 
 
-@pytest.fixture(params=["hot", "warm", "cold"])
+@pytest.fixture(params=["hot", "hot-lfu", "warm", "warm-lfu", "cold"])
 def make_tier(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Factory]:
     made: list[Tier] = []
     factory = _factories(tmp_path)[request.param]
@@ -209,11 +211,32 @@ def test_scan_sees_everything_without_changing_it(make_tier: Callable[..., Tier]
 
 
 def test_put_many_is_put_for_each(make_tier: Callable[..., Tier]) -> None:
-    tier = make_tier()
-    batch = [(f"k{i}".encode(), Item(value(i), i + 1)) for i in range(100)]
-    tier.put_many(batch, NOW)
-    assert len(tier) == 100
-    assert all(tier.peek(k) == item for k, item in batch)
+    one_by_one, batched = make_tier(), make_tier()
+    batch = [
+        (
+            f"k{i}".encode(),
+            Item(
+                b"" if i % 7 == 0 else value(i),
+                i + 1,
+                origin=i % 4,
+                expires_ms=int((NOW + 60) * 1000) if i % 3 == 0 else 0,
+                priority=i % 5 - 2,
+                tombstone=i % 7 == 0,
+            ),
+        )
+        for i in range(100)
+    ]
+    for key, item in batch:
+        one_by_one.put(key, item, NOW)
+    batched.put_many(batch, NOW)
+    assert len(batched) == 100 and batched.bytes_held == one_by_one.bytes_held
+    assert all(batched.peek(k) == item == one_by_one.peek(k) for k, item in batch)
+    # The same eviction metadata (access time, use counter): the same victims, in order.
+    for tier in (one_by_one, batched):
+        tier.capacity = tier.bytes_held // 2
+    assert [k for k, _ in batched.evict_overflow(NOW + 1)] == [
+        k for k, _ in one_by_one.evict_overflow(NOW + 1)
+    ]
 
 
 ops = st.lists(

@@ -22,7 +22,7 @@ class RequestLimits:
         self._limits = limits
 
     def keys(self, keys: Sequence[bytes]) -> None:
-        """``key`` of each key of a batch (naming the first bad one)."""
+        """Raise InvalidRequest naming the first bad key of a batch, if any."""
         if keys and min(map(len, keys)) > 0 and max(map(len, keys)) <= self._limits.max_key_bytes:
             return  # the common case, checked without a Python step per key
         for index, key in enumerate(keys):

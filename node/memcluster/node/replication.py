@@ -78,8 +78,7 @@ class Replicator:
     async def delete_many(self, keys: Sequence[bytes], consistency: int) -> list[bool]:
         """Tombstone each key everywhere; returns whether a live item existed locally."""
         owners = self.view.check_owner(list(keys))
-        for index, key in enumerate(keys):
-            self.store.limits.key(key, where=f"keys[{index}]")
+        self.store.limits.keys(keys)
         results = [self.store.delete(key) for key in keys]
         await self._replicate(
             [(k, r[1]) for k, r in zip(keys, results, strict=True)], owners, consistency
@@ -164,8 +163,7 @@ class Replicator:
             for i in await self._fetch_missing(keys, found):
                 found[i] = self.store.get(keys[i])
             return found
-        for index, key in enumerate(keys):
-            self.store.limits.key(key, where=f"keys[{index}]")
+        self.store.limits.keys(keys)
         return await self._quorum_read(list(keys), owners, consistency)
 
     async def values_many(self, keys: Sequence[bytes], consistency: int) -> list[bytes | None]:

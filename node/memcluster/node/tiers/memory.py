@@ -63,8 +63,6 @@ class MemoryTier:
     """A byte-bounded store of packed records with sampled eviction (see module docstring)."""
 
     name = "memory"
-    #: Whether stored payloads are encoded (``_decode`` is not the identity).
-    encoded = False
 
     def __init__(
         self,
@@ -82,6 +80,8 @@ class MemoryTier:
         self.eviction = eviction
         self._rng = rng or random.Random()
         self._arena = Arena()
+        #: Whether payloads are stored encoded (a subclass overrides ``_decode``).
+        self._decodes = type(self)._decode is not MemoryTier._decode
 
     # Subclasses override these two: how a value is stored and read back.
     def _encode(self, value: bytes) -> bytes:
@@ -127,7 +127,7 @@ class MemoryTier:
         stale = int(now) - ACCESS_GRANULARITY  # an LRU access time to refresh: at most this
         if self.eviction == "lru":  # as _note_read does for LRU, in the arena's loop
             values = self._arena.read_live(keys, now_ms, stale, int(now))
-            if self.encoded:
+            if self._decodes:
                 decode = self._decode
                 return [None if v is None else decode(v) for v in values]
             return values
@@ -311,7 +311,6 @@ class WarmTier(MemoryTier):
     """RAM, values zstd-compressed (with a dictionary trained on small values)."""
 
     name = "warm"
-    encoded = True
 
     def __init__(
         self,
