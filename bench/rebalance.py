@@ -18,9 +18,10 @@ recording every call's latency and outcome. Meanwhile:
 
 Client p50/p99 in each window are compared with the baseline; the per-second
 timeline (ops/s, errors, p50, p99) goes into the results and a PNG plot. The machine's
-noise (``bench.noise``) is probed before the background load starts and after it stops
-(a calibration holds the GIL the measured client needs): the second probe's steal covers
-every window.
+noise (``bench.noise``) is probed before the background load starts and once the
+cluster has stopped (a calibration holds the GIL the measured client needs, and the
+nodes' own work after the kill is not another tenant's): the second probe's steal
+covers every window.
 """
 
 from __future__ import annotations
@@ -181,7 +182,9 @@ def measure_rebalance(plan: RebalancePlan, progress: Console) -> dict[str, Any]:
             time.sleep(plan.quiet_seconds)
         finally:
             background.stop()
-        meter.probe()
+    # After the cluster stopped: its nodes, still restoring the replication factor,
+    # would count as another process taking the CPU.
+    meter.probe()
     events = scenario.events
     result["events"] = events
     result["windows"] = _windows(background.records, events)
