@@ -153,18 +153,17 @@ class Core(Generic[V]):
         values: dict[bytes, Any] = dict.fromkeys(unique, _MISSING)
         for batch, response in answers:
             wire.expect_count("values", len(response.values), len(batch))
-            hits: Iterator[tuple[bytes, bytes]]
-            if response.found:
-                wire.expect_count("found flags", len(response.found), len(batch))
-                hits = compress(zip(batch, response.values, strict=True), response.found)
-            else:  # every key was found (found_only_on_miss)
-                hits = zip(batch, response.values, strict=True)
+            found = response.found  # empty: every key was found (found_only_on_miss)
+            hits: Iterator[tuple[bytes, bytes]] = zip(batch, response.values, strict=True)
+            if found:
+                wire.expect_count("found flags", len(found), len(batch))
+                hits = compress(hits, found)
             if self.codec is BYTES:  # values as they are: no call per key
                 values.update(hits)
             else:
                 values.update((k, decode(value)) for k, value in hits)
-            if response.found and not all(response.found):
-                for key in compress(batch, map(operator.not_, response.found)):
+            if found and not all(found):
+                for key in compress(batch, map(operator.not_, found)):
                     del values[key]
         if encoded == spellings:  # the caller's keys were bytes: they are the keys
             return cast(dict[K, V], values)
