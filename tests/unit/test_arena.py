@@ -11,11 +11,11 @@ from memcluster.node.tiers.arena import (
     BIG_PAYLOAD,
     COMPACT_DEAD,
     HEADER_SIZE,
-    MAX_SHARD_BITS,
     SEGMENT,
     TOMBSTONE,
     Arena,
 )
+from memcluster.node.tiers.index import MAX_SHARD_BITS
 
 NOW = 1_700_000_000
 
@@ -157,7 +157,7 @@ def test_index_grows_and_splits_without_losing_keys() -> None:
     model = {b"k%d" % i: b"v%d" % i for i in range(40_000)}
     for key, payload in model.items():
         put(arena, key, payload)
-    shards = {id(shard): shard for shard in arena._dir}.values()
+    shards = {id(shard): shard for shard in arena._index.dir}.values()
     assert len(shards) > 8, "full-sized shards split"
     assert all(shard.bits <= MAX_SHARD_BITS for shard in shards)
     assert all(shard.count <= shard.limit for shard in shards)

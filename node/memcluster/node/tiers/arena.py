@@ -19,13 +19,8 @@ maps hold at most about ``1 / (1 - COMPACT_DEAD)`` of the live records plus a co
 of segments. An eviction hand walks segments oldest first (``sweep``) so that
 eviction can pick its victims where they empty whole segments.
 
-The index is extendible hashing over small open-addressing shards (linear probing,
-backward-shift deletion). A slot holds the top ``TAG_BITS`` of the key's hash beside
-the record's location, so a shard grows (doubling, then splitting in two by one more
-hash bit) from the slots alone, without reading a key, and no resize touches more
-than one shard of at most ``2 ** MAX_SHARD_BITS`` slots: a few milliseconds at most.
-Hashes are Python's ``hash`` of the key (random per process: nothing here outlives
-the process).
+The index (``index.py``) maps a key's hash to its record's location in 64-bit slots;
+a tag match there is only a candidate, checked here against the record's key.
 
 Segments also remember the oldest access time and the earliest expiry of the records
 written into them, so that idle demotion and expiry only walk segments that can hold
@@ -36,8 +31,16 @@ from __future__ import annotations
 
 import mmap
 import struct
-from array import array
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
+
+from memcluster.node.tiers.index import (
+    HASH_MASK,
+    LOC_BITS,
+    LOC_MASK,
+    Index,
+    Shard,
+    tag_of,
+)
 
 SEGMENT_BITS = 20
 SEGMENT = 1 << SEGMENT_BITS  # bytes per memory map
@@ -46,14 +49,7 @@ COMPACT_DEAD = 0.2  # evacuate segments once this fraction of the log is dead
 COMPACT_WORK = 4  # bytes copied per byte written while compacting (keeps up at 20% dead)
 SPARSE = 0.25  # a segment this empty is evacuated whatever the dead total: copying is cheap
 SPARE_SEGMENTS = 2  # emptied maps kept for reuse instead of unmapped
-TAG_BITS = 28
-LOC_BITS = 64 - TAG_BITS  # segment number and offset: 2 ** 16 segments (64 GiB)
-LOC_MASK = (1 << LOC_BITS) - 1
 OFFSET_MASK = SEGMENT - 1
-MIN_SHARD_BITS = 6
-MAX_SHARD_BITS = 12
-MAX_LOAD = 0.75
-_M64 = (1 << 64) - 1
 
 # version, origin, expires_ms, access (Unix s), priority, flags, lfu, stored size, key length
 HEADER = struct.Struct("<QHqIhBBIH")
@@ -79,22 +75,6 @@ _unpack_from = HEADER.unpack_from
 _pack_into = HEADER.pack_into
 
 
-class _Shard:
-    """One open-addressing table covering the hashes whose top ``depth`` bits are ``prefix``."""
-
-    __slots__ = ("bits", "count", "depth", "limit", "mask", "prefix", "shift", "slots")
-
-    def __init__(self, bits: int, depth: int, prefix: int) -> None:
-        self.bits = bits
-        self.depth = depth
-        self.prefix = prefix
-        self.shift = TAG_BITS - depth - bits
-        self.mask = (1 << bits) - 1
-        self.limit = int((1 << bits) * MAX_LOAD)
-        self.count = 0
-        self.slots = array("Q", bytes(8 << bits))
-
-
 class Arena:
     """Records keyed by bytes, packed in memory maps (see the module docstring)."""
 
@@ -102,9 +82,7 @@ class Arena:
         self._reset()
 
     def _reset(self) -> None:
-        self._dir: list[_Shard] = [_Shard(MIN_SHARD_BITS, 0, 0)]
-        self._dir_shift = TAG_BITS  # tag >> this = directory index (global depth 0)
-        self._index_bytes = 8 << MIN_SHARD_BITS
+        self._index = Index()
         self._count = 0
         # Per segment number (0 is never used, so that no location is 0):
         self._segs: list[mmap.mmap] = [_ABSENT]
@@ -152,7 +130,7 @@ class Arena:
     @property
     def index_bytes(self) -> int:
         """Bytes of index slots (the index grows, never shrinks)."""
-        return self._index_bytes
+        return self._index.bytes
 
     @property
     def mapped_bytes(self) -> int:
@@ -189,11 +167,11 @@ class Arena:
         repeated here because a call per key costs about as much as the probe; a slot
         whose tag matches is nearly always the key's, so its header, wanted then, is
         read before the key is compared)."""
-        segs, big, dirs, dir_shift = self._segs, self._big, self._dir, self._dir_shift
+        segs, big, dirs, dir_shift = self._segs, self._big, self._index.dir, self._index.shift
         found: list[tuple[int, Meta, bytes] | None] = []
         append = found.append
         for key in keys:
-            tag = (hash(key) & _M64) >> LOC_BITS
+            tag = (hash(key) & HASH_MASK) >> LOC_BITS
             shard = dirs[tag >> dir_shift]
             slots, mask = shard.slots, shard.mask
             pos = (tag >> shard.shift) & mask
@@ -226,12 +204,12 @@ class Arena:
         ``read_many`` and the caller's checks in one loop, on only the header fields
         they need: the batch read's first tier, where most of a read's time goes.
         """
-        segs, big, dirs, dir_shift = self._segs, self._big, self._dir, self._dir_shift
+        segs, big, dirs, dir_shift = self._segs, self._big, self._index.dir, self._index.shift
         header, note = _LIVE.unpack_from, _ACCESS.pack_into
         found: list[bytes | None] = []
         append = found.append
         for key in keys:
-            tag = (hash(key) & _M64) >> LOC_BITS
+            tag = (hash(key) & HASH_MASK) >> LOC_BITS
             shard = dirs[tag >> dir_shift]
             slots, mask = shard.slots, shard.mask
             pos = (tag >> shard.shift) & mask
@@ -289,7 +267,7 @@ class Arena:
     def key_list(self) -> list[bytes]:
         """Every key held."""
         key_at = self.key_at
-        return [key_at(slot & LOC_MASK) for slot in self._slots()]
+        return [key_at(loc) for loc in self._index.locations()]
 
     # -- writes ----------------------------------------------------------------
 
@@ -328,14 +306,12 @@ class Arena:
                 return
             self._kill(loc, old)
             replaced = True
-        shard.slots[pos] = (tag << LOC_BITS) | self._append(
-            key, version, origin, expires, access, priority, flags, lfu, payload
-        )
-        if not replaced:
+        loc = self._append(key, version, origin, expires, access, priority, flags, lfu, payload)
+        if replaced:
+            shard.slots[pos] = (tag << LOC_BITS) | loc
+        else:
+            self._index.fill(shard, pos, tag, loc)
             self._count += 1
-            shard.count += 1
-            if shard.count > shard.limit:
-                self._grow(shard)
         # Only now that the new record is indexed may compaction move it.
         if (
             self._evac
@@ -349,7 +325,7 @@ class Arena:
         shard, pos, _tag, loc = self._locate(key)
         if not loc:
             return None
-        self._unslot(shard, pos)
+        self._index.unslot(shard, pos)
         meta, value = self._take(loc)
         return key, meta, value
 
@@ -361,7 +337,7 @@ class Arena:
         meta: Meta = _unpack_from(self._segs[loc >> SEGMENT_BITS], loc & OFFSET_MASK)
         if meta[0] != version or meta[1] != origin:
             return False
-        self._unslot(shard, pos)
+        self._index.unslot(shard, pos)
         self._kill(loc, meta)
         self._count -= 1
         return True
@@ -372,17 +348,10 @@ class Arena:
         off = loc & OFFSET_MASK
         klen = _KLEN.unpack_from(seg, off + _KLEN_AT)[0]
         key = seg[off + HEADER_SIZE : off + HEADER_SIZE + klen]
-        tag = (hash(key) & _M64) >> LOC_BITS
-        shard = self._dir[tag >> self._dir_shift]
-        slots = shard.slots
-        mask = shard.mask
-        pos = (tag >> shard.shift) & mask
-        wanted = (tag << LOC_BITS) | loc
-        while slots[pos] != wanted:
-            if not slots[pos]:
-                raise LookupError(f"no live record at location {loc:#x}")
-            pos = (pos + 1) & mask
-        self._unslot(shard, pos)
+        slot = self._index.position(tag_of(key), loc)
+        if slot is None:
+            raise LookupError(f"no live record at location {loc:#x}")
+        self._index.unslot(*slot)
         meta, value = self._take(loc)
         return key, meta, value
 
@@ -399,30 +368,12 @@ class Arena:
         """About ``count`` records drawn at random (all when there are no more than
         ``count``), as (priority, access, lfu, location): the fields eviction ranks by.
 
-        Slots hold records in hash order, which is independent of access times and
-        priorities, so the occupied slots that follow one random position are as good a
-        sample as separate draws, and far cheaper to collect.
+        The draw is a run of index slots from a random position (``Index.run``).
         """
         if count >= self._count:
-            found = [slot & LOC_MASK for slot in self._slots()]
+            found = list(self._index.locations())
         else:
-            directory = self._dir
-            index = int(random() * len(directory))
-            shard = directory[index]
-            pos = int(random() * (shard.mask + 1))
-            found = []
-            while len(found) < count:
-                # At the index's load (37-75%), twice the shortfall in slots is about enough.
-                end = pos + 2 * (count - len(found)) + 8
-                found += [slot & LOC_MASK for slot in shard.slots[pos:end] if slot]
-                pos = end
-                if pos > shard.mask:
-                    while directory[index] is shard:  # the next shard, not another alias
-                        index = (index + 1) % len(directory)
-                        if not index and len(directory) == 1:
-                            break
-                    shard = directory[index]
-                    pos = 0
+            found = self._index.run(count, random)
         segs = self._segs
         rank = _RANK.unpack_from
         return [
@@ -718,17 +669,11 @@ class Arena:
         flags_at = (loc & OFFSET_MASK) + _FLAGS_AT
         old[flags_at] = old[flags_at] | _DEAD  # the eviction hand may pass here before release
         self._live[old_seg] -= length
-        tag = (hash(key) & _M64) >> LOC_BITS
-        shard = self._dir[tag >> self._dir_shift]
-        slots = shard.slots
-        mask = shard.mask
-        pos = (tag >> shard.shift) & mask
-        wanted = (tag << LOC_BITS) | loc
-        while (slot := slots[pos]) != wanted:
-            if not slot:
-                raise RuntimeError(f"arena: live record of {key[:64]!r} has no index slot")
-            pos = (pos + 1) & mask
-        slots[pos] = (tag << LOC_BITS) | (seg_no << SEGMENT_BITS) | off
+        tag = tag_of(key)
+        slot = self._index.position(tag, loc)
+        if slot is None:
+            raise RuntimeError(f"arena: live record of {key[:64]!r} has no index slot")
+        slot[0].slots[slot[1]] = (tag << LOC_BITS) | (seg_no << SEGMENT_BITS) | off
 
     def _next_born(self, after: int) -> int:
         """The segment opened first after the one opened ``after`` (wrapping around)."""
@@ -787,11 +732,12 @@ class Arena:
 
     # -- internals: index ----------------------------------------------------------
 
-    def _locate(self, key: bytes) -> tuple[_Shard, int, int, int]:
+    def _locate(self, key: bytes) -> tuple[Shard, int, int, int]:
         """(shard, slot position, tag, location) of ``key``: the position of its slot, or
         of the empty slot that ends its probe sequence when it is absent (location 0)."""
-        tag = (hash(key) & _M64) >> LOC_BITS
-        shard = self._dir[tag >> self._dir_shift]
+        tag = (hash(key) & HASH_MASK) >> LOC_BITS  # tag_of, without a call
+        index = self._index
+        shard = index.dir[tag >> index.shift]
         slots = shard.slots
         mask = shard.mask
         pos = (tag >> shard.shift) & mask
@@ -807,63 +753,3 @@ class Arena:
                     return shard, pos, tag, loc
             pos = (pos + 1) & mask
         return shard, pos, tag, 0
-
-    def _slots(self) -> Iterator[int]:
-        seen: set[int] = set()
-        for shard in self._dir:
-            if id(shard) in seen:
-                continue
-            seen.add(id(shard))
-            yield from (slot for slot in shard.slots if slot)
-
-    def _unslot(self, shard: _Shard, pos: int) -> None:
-        """Empty slot ``pos``, shifting back the entries whose probe ran through it."""
-        slots = shard.slots
-        mask = shard.mask
-        shift = shard.shift
-        hole = pos
-        nxt = pos
-        while True:
-            nxt = (nxt + 1) & mask
-            slot = slots[nxt]
-            if not slot:
-                break
-            home = (slot >> (LOC_BITS + shift)) & mask
-            # The entry may move into the hole unless its home lies cyclically in (hole, nxt].
-            if (nxt - home) & mask >= (nxt - hole) & mask:
-                slots[hole] = slot
-                hole = nxt
-        slots[hole] = 0
-        shard.count -= 1
-
-    def _grow(self, shard: _Shard) -> None:
-        """Double a small shard, or split a full-sized one in two by one more hash bit."""
-        if not shard.shift:
-            raise MemoryError("RAM tier index is full")
-        if shard.bits < MAX_SHARD_BITS:
-            new = [_Shard(shard.bits + 1, shard.depth, shard.prefix)]
-        else:
-            depth = shard.depth + 1
-            new = [_Shard(shard.bits, depth, shard.prefix << 1 | half) for half in (0, 1)]
-            global_depth = TAG_BITS - self._dir_shift
-            if depth > global_depth:
-                self._dir = [s for s in self._dir for _ in (0, 1)]
-                self._dir_shift -= 1
-        split_shift = TAG_BITS - new[0].depth
-        for slot in shard.slots:
-            if slot:
-                tag = slot >> LOC_BITS
-                target = new[(tag >> split_shift) & 1] if len(new) == 2 else new[0]
-                slots = target.slots
-                mask = target.mask
-                pos = (tag >> target.shift) & mask
-                while slots[pos]:
-                    pos = (pos + 1) & mask
-                slots[pos] = slot
-                target.count += 1
-        global_depth = TAG_BITS - self._dir_shift
-        for target in new:
-            span = 1 << (global_depth - target.depth)
-            first = target.prefix * span
-            self._dir[first : first + span] = [target] * span
-        self._index_bytes += sum(8 << t.bits for t in new) - (8 << shard.bits)

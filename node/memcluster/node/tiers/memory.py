@@ -27,8 +27,6 @@ from collections.abc import Iterator, Sequence
 
 from memcluster.node.tiers.arena import (
     HEADER_SIZE,
-    LOC_BITS,
-    LOC_MASK,
     TOMBSTONE,
     Arena,
     Meta,
@@ -36,6 +34,7 @@ from memcluster.node.tiers.arena import (
 )
 from memcluster.node.tiers.base import Item
 from memcluster.node.tiers.codec import Codec
+from memcluster.node.tiers.index import LOC_BITS, LOC_MASK
 
 #: Index bytes charged per item: an 8-byte slot at about half load (the index's
 #: shards fill to 75% and then double or split).
