@@ -136,7 +136,12 @@ def latency(sizes: dict[str, Any], size: str, path: Path) -> bool:
 
 def throughput(sizes: dict[str, Any], path: Path) -> bool:
     """Median ops/s per system against the value size; False without two sizes to draw."""
-    measured = {label: s for label, s in sizes.items() if "cells" in s}
+    # One line over the value sizes measured with the same (small) tiers.
+    measured = {
+        s.get("label", key): s
+        for key, s in sizes.items()
+        if "cells" in s and s.get("tiers", "small") == "small"
+    }
     if len(measured) < 2:
         return False
     plt = _pyplot()

@@ -145,7 +145,10 @@ def _render_workloads(workloads: dict[str, Any], console: Console) -> None:
         else:
             console.print(_workload_table(label, size, workloads["plan"]))
             _print_noise(size, "ratios of this size", console)
-    sections = [(f"{label}, small tiers", s) for label, s in workloads["sizes"].items()]
+    sections = [
+        (f"{s.get('label', key)}, {s.get('tiers', 'small')} tiers", s)
+        for key, s in workloads["sizes"].items()
+    ]
     sections.append(("4KB, default, beyond hot", workloads.get("default_memory", {})))
     sections.append(("4KB, default, fits hot", workloads.get("default_memory_fits_hot", {})))
     console.print(_memory_table(sections))
@@ -175,8 +178,9 @@ def _workload_table(label: str, size: dict[str, Any], plan: dict[str, Any]) -> T
     hot, warm = shape["tiers"]["hot"]["capacity"], shape["tiers"]["warm"]["capacity"]
     table = Table(
         title=(
-            f"Workloads, {label} JSON values, {size['items']:,} keys (memcluster: 3 nodes, "
-            f"RF=1 vs single-instance peers; hot {hot} + warm {warm} per node)"
+            f"Workloads, {size.get('label', label)} JSON values, {size['items']:,} keys, "
+            f"{size.get('tiers', 'small')} tiers (memcluster: 3 nodes, RF=1 vs "
+            f"single-instance peers; hot {hot} + warm {warm} per node)"
         ),
         caption=(
             f"calls/s (keys/s for batches) over p50 / p99 / p99.9 ms; medians of "
@@ -200,6 +204,8 @@ def _workload_table(label: str, size: dict[str, Any], plan: dict[str, Any]) -> T
         *[f"{loads['memcluster']['items_s'] / loads[p]['items_s']:.2f}" for p in peers],
     )
     for cell in CELLS:
+        if not any(cell.key in measured for measured in cells.values()):
+            continue  # not measured at this size
         row = [CELL_LABELS[cell.key]]
         for name, _ in systems:
             result = cells[name].get(cell.key, {})

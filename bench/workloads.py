@@ -26,6 +26,10 @@ Cells (zipfian keys, theta 0.99, unless named uniform):
 
 The load itself (batches of up to 1,000 items or 4 MiB) is timed once per system.
 
+The 100 B size runs a second time with the shipped default tiers, where its dataset
+stays in the hot tiers, for ``IN_HOT_CELLS`` only: the same calls without warm's share
+of the reads (``SizeSpec.tiers``).
+
 Separate checks (``measure_memory``, also run alone by ``python -m bench memory``)
 compare memory per item with Redis for 4 KB JSON on a cluster with the shipped
 default tiers: a dataset several times larger than the nodes' hot tiers, so that
@@ -62,11 +66,28 @@ METRICS = ("ops_s", "p50_us", "p99_us", "p999_us", "mean_us")
 
 @dataclass(frozen=True)
 class SizeSpec:
-    """One value size: its label, the dataset class that provides it, and the key count."""
+    """One value size: its label, the dataset class that provides it, and the key count.
+
+    ``tiers`` names the nodes' tier sizes: "small" (``SMALL_TIERS``: the dataset is
+    larger than the hot tiers, so warm serves part of it) or "default" (the shipped
+    defaults, ``DEFAULT_TIERS``: a dataset this size stays in the hot tiers). ``cells``
+    limits the cells measured (their keys, as ``Cell.key``); empty: all of them.
+    """
 
     label: str
     value_class: str
     items: int
+    tiers: str = "small"
+    cells: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> str:
+        """The size's name in the results: the label, with the tiers unless small."""
+        return self.label if self.tiers == "small" else f"{self.label}/{self.tiers} tiers"
+
+    @property
+    def measured_cells(self) -> tuple[Cell, ...]:
+        return tuple(c for c in CELLS if not self.cells or c.key in self.cells)
 
 
 @dataclass(frozen=True)
@@ -98,6 +119,11 @@ CELLS = (
 )
 
 
+#: The cells measured again with the default tiers, where the 100 B dataset stays in the
+#: hot tiers: what the read path costs without the warm tier's share of the reads.
+IN_HOT_CELLS = ("sync/C", "sync/batch-get", "sync/batch-put")
+
+
 @dataclass(frozen=True)
 class WorkloadPlan:
     """How much the workload benchmark does; every phase is bounded in count and time."""
@@ -124,6 +150,7 @@ FULL = WorkloadPlan(
         SizeSpec("100B", "small", 1_000_000),
         SizeSpec("4KB", "large", 100_000),
         SizeSpec("64KB", "xlarge", 8_000),
+        SizeSpec("100B", "small", 1_000_000, "default", IN_HOT_CELLS),
     ),
     rounds=5,
     cell_seconds=1.2,
@@ -141,7 +168,10 @@ FULL = WorkloadPlan(
     memory_load_seconds=300.0,
 )
 QUICK = WorkloadPlan(
-    sizes=(SizeSpec("100B", "small", 20_000),),
+    sizes=(
+        SizeSpec("100B", "small", 20_000),
+        SizeSpec("100B", "small", 20_000, "default", IN_HOT_CELLS),
+    ),
     rounds=1,
     cell_seconds=0.2,
     warmup_seconds=0.05,
@@ -199,12 +229,14 @@ def measure_workloads(plan: WorkloadPlan, progress: Console) -> dict[str, Any]:
     skipped = _skipped(progress)
     results["skipped"] = skipped
     for spec in plan.sizes:
-        progress.print(f"[bold]workloads, {spec.label} values, {spec.items:,} keys")
+        progress.print(
+            f"[bold]workloads, {spec.label} values, {spec.items:,} keys, {spec.tiers} tiers"
+        )
         try:
-            results["sizes"][spec.label] = _measure_size(plan, spec, skipped, progress)
+            results["sizes"][spec.key] = _measure_size(plan, spec, skipped, progress)
         except Exception as exc:
             progress.print_exception()
-            results["sizes"][spec.label] = {"error": f"{type(exc).__name__}: {exc}"}
+            results["sizes"][spec.key] = {"error": f"{type(exc).__name__}: {exc}"}
     results.update(_default_memory_checks(plan, skipped, progress))
     return results
 
@@ -259,7 +291,7 @@ def _systems(
             systems.append(Redis(stack.enter_context(redis_server.RedisServer())))
         if "memcached" not in skipped:
             systems.append(Memcached(stack.enter_context(memcached_server.MemcachedServer())))
-        if spec.label == plan.rf2_size:
+        if spec.label == plan.rf2_size and spec.tiers == "small":
             rf2 = stack.enter_context(local_cluster(nodes=3, replication_factor=2, tiers=tiers))
             systems.append(Memcluster(rf2, "memcluster-rf2"))
         yield systems, cluster_config(cluster)
@@ -270,9 +302,13 @@ def _measure_size(
 ) -> dict[str, Any]:
     started = time.monotonic()
     meter = noise.Meter()  # probes between rounds, where no system is timed
-    with _systems(spec, plan, skipped, SMALL_TIERS) as (systems, shape):
+    tiers = {"small": SMALL_TIERS, "default": DEFAULT_TIERS}[spec.tiers]
+    cells = spec.measured_cells
+    with _systems(spec, plan, skipped, tiers) as (systems, shape):
         data = make_dataset(spec, plan.pool)
         result: dict[str, Any] = {
+            "label": spec.label,
+            "tiers": spec.tiers,
             "cluster": shape,
             "value_class": spec.value_class,
             "value_bytes_avg": sum(map(len, data.values)) / len(data.values),
@@ -280,7 +316,7 @@ def _measure_size(
         }
         result.update(_load_all(systems, data, plan.load_seconds, progress))
         items = result["items"]
-        _draw(data, plan, spec, items)
+        _draw(data, plan, spec, items, cells)
         rounds: dict[str, dict[str, list[Any]]] = {s.name: {} for s in systems}
         # Where each system is in each cell's pre-drawn operations: every run, warm-up
         # included, takes the next ones, so that no system is timed on calls it has
@@ -291,13 +327,13 @@ def _measure_size(
             order = systems[r % len(systems) :] + systems[: r % len(systems)]
             progress.print(f"  round {r + 1}/{plan.rounds}: {', '.join(s.name for s in order)}")
             for system in order:
-                for cell in CELLS:
+                for cell in cells:
                     at = cursors.get((system.name, cell.key), 0)
                     run, taken = _measure_cell(system, cell, data, plan, at)
                     cursors[system.name, cell.key] = at + taken
                     rounds[system.name].setdefault(cell.key, []).append(run)
         meter.probe()
-        batch = {c.key: 1 if c.kind == "mixed" else plan.batch_size for c in CELLS}
+        batch = {c.key: 1 if c.kind == "mixed" else plan.batch_size for c in cells}
         result["cells"] = {
             name: {key: _combine(runs, batch[key]) for key, runs in cells.items()}
             for name, cells in rounds.items()
@@ -315,11 +351,14 @@ def make_dataset(spec: SizeSpec, pool: int) -> Dataset:
     return Dataset(keys, values, {}, [], [])
 
 
-def _draw(data: Dataset, plan: WorkloadPlan, spec: SizeSpec, items: int) -> None:
-    """Pre-draw every cell's operations over the ``items`` keys every system holds."""
+def _draw(
+    data: Dataset, plan: WorkloadPlan, spec: SizeSpec, items: int, cells: Sequence[Cell] = CELLS
+) -> None:
+    """Pre-draw the operations of ``cells`` over the ``items`` keys every system holds (the
+    same draws for a size's label whatever its tiers)."""
     choosers = {d: ycsb.chooser(d, items) for d in ("zipfian", "uniform")}
     keys, pool = data.keys, len(data.values)
-    for cell in CELLS:
+    for cell in cells:
         if cell.kind != "mixed" or (cell.workload, cell.distribution) in data.mixed:
             continue
         data.mixed[cell.workload, cell.distribution] = data.operations(

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.workloads import IN_HOT_CELLS
+
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
@@ -47,6 +49,11 @@ def test_every_section_runs_against_every_system(tmp_path: Path) -> None:
         assert size["cells"]["memcluster"].keys() == size["cells"]["redis"].keys()
         # A noise probe before each round and one at the end.
         assert len(size["noise"]["probes"]) == results["workloads"]["plan"]["rounds"] + 1
+    sizes = results["workloads"]["sizes"]
+    in_hot = sizes["100B/default tiers"]  # the same 100B dataset in the shipped tiers
+    assert set(in_hot["cells"]["memcluster"]) == set(IN_HOT_CELLS)
+    assert in_hot["cluster"]["tiers"]["hot"] != sizes["100B"]["cluster"]["tiers"]["hot"]
+    assert in_hot["tiers"] == "default" and sizes["100B"]["tiers"] == "small"
     assert len(results["rebalance"]["noise"]["probes"]) == 2  # around the background load
     targets = {t["target"]: t["value"] for t in results["targets"]}
     assert len(targets) == 6 and None not in targets.values(), targets
