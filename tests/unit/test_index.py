@@ -39,6 +39,16 @@ def remove(index: Index, tag: int, loc: int) -> None:
     index.unslot(*found)
 
 
+def filled(count: int, seed: int) -> tuple[Index, dict[int, int]]:
+    """An index of ``count`` random tags at locations 1..count, and its model."""
+    index = Index()
+    rng = random.Random(seed)
+    model = {loc: rng.getrandbits(TAG_BITS) for loc in range(1, count + 1)}
+    for loc, tag in model.items():
+        add(index, tag, loc)
+    return index, model
+
+
 def check(index: Index, model: dict[int, int]) -> None:
     """Every entry found where a probe starting at its home reaches it; nothing else held."""
     for loc, tag in model.items():
@@ -72,11 +82,7 @@ def test_fill_and_unslot_keep_every_entry_reachable(ops: list[tuple[bool, int]])
 
 
 def test_a_shard_doubles_then_splits_and_the_directory_follows() -> None:
-    index = Index()
-    rng = random.Random(3)
-    model = {loc: rng.getrandbits(TAG_BITS) for loc in range(1, 30_001)}
-    for loc, tag in model.items():
-        add(index, tag, loc)
+    index, model = filled(30_000, seed=3)
     shards = {id(s): s for s in index.dir}.values()
     assert len(shards) > 4, "full-sized shards split"
     assert all(MIN_SHARD_BITS <= s.bits <= MAX_SHARD_BITS for s in shards)
@@ -98,11 +104,7 @@ def test_position_of_what_is_not_indexed_is_none() -> None:
 
 
 def test_a_run_samples_locations_across_shards() -> None:
-    index = Index()
-    rng = random.Random(9)
-    model = {loc: rng.getrandbits(TAG_BITS) for loc in range(1, 20_001)}
-    for loc, tag in model.items():
-        add(index, tag, loc)
+    index, model = filled(20_000, seed=9)
     draws = iter([0.999, 0.999, 0.5, 0.25])
     run = index.run(500, lambda: next(draws))  # starts at the very end: wraps to shard 0
     assert len(run) >= 500
