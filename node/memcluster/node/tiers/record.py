@@ -38,6 +38,7 @@ def unpack(record: bytes, value: bytes) -> Item:
     return Item(value, version, origin, expires_ms, priority, bool(flags & TOMBSTONE))
 
 
-def meta(record: bytes) -> tuple[int, int, int, int, int, int, int]:
-    """The raw header fields: version, origin, expires_ms, access, priority, flags, lfu."""
+def meta(record: bytes | memoryview) -> tuple[int, int, int, int, int, int, int]:
+    """The raw header fields: version, origin, expires_ms, access, priority, flags, lfu
+    (``record`` may be a buffer into LMDB's map: only ints are read from it)."""
     return _unpack_from(record)
