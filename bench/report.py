@@ -240,7 +240,8 @@ def _memory_table(sections: list[tuple[str, dict[str, Any]]]) -> Table:
             "the nodes touched too), disk = the cold tiers' files; "
             "ratio = memcluster RSS / Redis used_memory. Small tiers: hot 16MB + warm 32MB per "
             "node. Default tiers (the shipped ones): a dataset several times the hot tiers' "
-            "size, and one that fits them and so stays uncompressed in hot."
+            "size, and ones that fit them (4KB; 100B, the workloads' second 100B section) "
+            "and so stay uncompressed in hot."
         ),
     )
     for column in (

@@ -27,8 +27,9 @@ Cells (zipfian keys, theta 0.99, unless named uniform):
 The load itself (batches of up to 1,000 items or 4 MiB) is timed once per system.
 
 The 100 B size runs a second time with the shipped default tiers, where its dataset
-stays in the hot tiers, for ``IN_HOT_CELLS`` only: the same calls without warm's share
-of the reads (``SizeSpec.tiers``).
+stays in the hot tiers, for ``IN_HOT_CELLS`` only (``SizeSpec.tiers``): calls drawn with
+the same seeds (the same calls when both sections load every key), without warm's
+share of the reads.
 
 Separate checks (``measure_memory``, also run alone by ``python -m bench memory``)
 compare memory per item with Redis for 4 KB JSON on a cluster with the shipped
@@ -79,6 +80,13 @@ class SizeSpec:
     items: int
     tiers: str = "small"
     cells: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.tiers not in ("small", "default"):
+            raise ValueError(f"size {self.label}: tiers {self.tiers!r} is not small or default")
+        unknown = set(self.cells) - {cell.key for cell in CELLS}
+        if unknown:
+            raise ValueError(f"size {self.label}: no such cells {sorted(unknown)}")
 
     @property
     def key(self) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -274,3 +275,14 @@ def test_expiry_walk_with_a_moving_clock() -> None:
             expired = bool(i % 3) and 1000 * (i % 10) <= 1000 * second
             assert (arena.find(b"k%d" % i) == 0) == expired
     assert len(arena) == len(range(0, 2000, 3))
+
+
+def test_a_record_the_index_cannot_grow_for_is_still_held_and_counted() -> None:
+    arena = Arena()
+    shard = arena._index.dir[0]
+    shard.shift = 0  # a shard that can split no further (all tag bits used)
+    shard.limit = 0
+    with pytest.raises(MemoryError, match="index is full"):
+        put(arena, b"key", b"value")
+    assert len(arena) == 1 and read(arena, b"key") == b"value"
+    assert arena.remove(b"key") is not None and len(arena) == 0

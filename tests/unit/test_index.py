@@ -10,15 +10,16 @@ from hypothesis import strategies as st
 
 from memcluster.node.tiers.index import (
     LOC_BITS,
+    LOC_MASK,
     MAX_SHARD_BITS,
     MIN_SHARD_BITS,
     TAG_BITS,
     Index,
-    tag_of,
+    Shard,
 )
 
 
-def probe(index: Index, tag: int, loc: int) -> tuple[object, int]:
+def probe(index: Index, tag: int, loc: int) -> tuple[Shard, int]:
     """What the arena does before ``fill``: walk to the empty slot ending ``tag``'s probe."""
     shard = index.shard(tag)
     pos = (tag >> shard.shift) & shard.mask
@@ -30,7 +31,7 @@ def probe(index: Index, tag: int, loc: int) -> tuple[object, int]:
 
 def add(index: Index, tag: int, loc: int) -> None:
     shard, pos = probe(index, tag, loc)
-    index.fill(shard, pos, tag, loc)  # type: ignore[arg-type]
+    index.fill(shard, pos, tag, loc)
 
 
 def remove(index: Index, tag: int, loc: int) -> None:
@@ -110,15 +111,11 @@ def test_a_run_samples_locations_across_shards() -> None:
     assert len(run) >= 500
     assert set(run) <= set(model)
     assert len(set(run)) == len(run)
+    first = {slot & LOC_MASK for slot in index.dir[0].slots if slot}
+    last = {slot & LOC_MASK for slot in index.dir[-1].slots if slot}
+    assert set(run) & first and set(run) & last, "the run wraps from the last shard to the first"
     tail = index.run(50, lambda: next(draws))
     assert len(tail) >= 50 and set(tail) <= set(model)
-
-
-def test_tags_are_the_top_bits_of_the_hash() -> None:
-    key = b"some key"
-    assert tag_of(key) == (hash(key) % (1 << 64)) >> LOC_BITS
-    assert 0 <= tag_of(key) < 1 << TAG_BITS
-    assert tag_of(b"some " + b"key") == tag_of(key)  # equal keys, separate objects
 
 
 def test_a_full_index_says_so() -> None:
@@ -128,3 +125,5 @@ def test_a_full_index_says_so() -> None:
     shard.limit = 0
     with pytest.raises(MemoryError, match="index is full"):
         add(index, 1, 1)
+    assert index.position(1, 1) == (shard, 1), "what was filled stays indexed"
+    assert shard.count == 1 and index.dir == [shard]

@@ -39,7 +39,6 @@ from memcluster.node.tiers.index import (
     LOC_MASK,
     Index,
     Shard,
-    tag_of,
 )
 
 SEGMENT_BITS = 20
@@ -310,8 +309,8 @@ class Arena:
         if replaced:
             shard.slots[pos] = (tag << LOC_BITS) | loc
         else:
+            self._count += 1  # first: the record is held even if the index cannot grow
             self._index.fill(shard, pos, tag, loc)
-            self._count += 1
         # Only now that the new record is indexed may compaction move it.
         if (
             self._evac
@@ -348,7 +347,7 @@ class Arena:
         off = loc & OFFSET_MASK
         klen = _KLEN.unpack_from(seg, off + _KLEN_AT)[0]
         key = seg[off + HEADER_SIZE : off + HEADER_SIZE + klen]
-        slot = self._index.position(tag_of(key), loc)
+        slot = self._index.position((hash(key) & HASH_MASK) >> LOC_BITS, loc)
         if slot is None:
             raise LookupError(f"no live record at location {loc:#x}")
         self._index.unslot(*slot)
@@ -669,7 +668,7 @@ class Arena:
         flags_at = (loc & OFFSET_MASK) + _FLAGS_AT
         old[flags_at] = old[flags_at] | _DEAD  # the eviction hand may pass here before release
         self._live[old_seg] -= length
-        tag = tag_of(key)
+        tag = (hash(key) & HASH_MASK) >> LOC_BITS
         slot = self._index.position(tag, loc)
         if slot is None:
             raise RuntimeError(f"arena: live record of {key[:64]!r} has no index slot")
@@ -735,7 +734,7 @@ class Arena:
     def _locate(self, key: bytes) -> tuple[Shard, int, int, int]:
         """(shard, slot position, tag, location) of ``key``: the position of its slot, or
         of the empty slot that ends its probe sequence when it is absent (location 0)."""
-        tag = (hash(key) & HASH_MASK) >> LOC_BITS  # tag_of, without a call
+        tag = (hash(key) & HASH_MASK) >> LOC_BITS  # the key's tag (see index.HASH_MASK)
         index = self._index
         shard = index.dir[tag >> index.shift]
         slots = shard.slots

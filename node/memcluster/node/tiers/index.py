@@ -24,12 +24,11 @@ LOC_MASK = (1 << LOC_BITS) - 1
 MIN_SHARD_BITS = 6
 MAX_SHARD_BITS = 12
 MAX_LOAD = 0.75
-HASH_MASK = (1 << 64) - 1  # hashes are taken as unsigned 64-bit
-
-
-def tag_of(key: bytes) -> int:
-    """The top ``TAG_BITS`` of the key's hash (Python's ``hash``: random per process)."""
-    return (hash(key) & HASH_MASK) >> LOC_BITS
+#: A key's tag is ``(hash(key) & HASH_MASK) >> LOC_BITS``: the top ``TAG_BITS`` of its
+#: hash taken as unsigned 64-bit (Python's ``hash``: random per process, so that nothing
+#: here outlives the process). The arena computes it inline, a call per key costing
+#: about as much as the probe.
+HASH_MASK = (1 << 64) - 1
 
 
 class Shard:
