@@ -63,6 +63,8 @@ POOL_SEED = 11
 #: that the 3 nodes' hot tiers (256MB each) hold.
 BEYOND_HOT_ITEMS = 720_000
 METRICS = ("ops_s", "p50_us", "p99_us", "p999_us", "mean_us")
+#: The nodes' tier sizes a workload size can run with (``SizeSpec.tiers``).
+TIER_SETS = {"small": SMALL_TIERS, "default": DEFAULT_TIERS}
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,7 @@ class SizeSpec:
     cells: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.tiers not in ("small", "default"):
+        if self.tiers not in TIER_SETS:
             raise ValueError(f"size {self.label}: tiers {self.tiers!r} is not small or default")
         unknown = set(self.cells) - {cell.key for cell in CELLS}
         if unknown:
@@ -310,7 +312,7 @@ def _measure_size(
 ) -> dict[str, Any]:
     started = time.monotonic()
     meter = noise.Meter()  # probes between rounds, where no system is timed
-    tiers = {"small": SMALL_TIERS, "default": DEFAULT_TIERS}[spec.tiers]
+    tiers = TIER_SETS[spec.tiers]
     cells = spec.measured_cells
     with _systems(spec, plan, skipped, tiers) as (systems, shape):
         data = make_dataset(spec, plan.pool)
@@ -343,8 +345,8 @@ def _measure_size(
         meter.probe()
         batch = {c.key: 1 if c.kind == "mixed" else plan.batch_size for c in cells}
         result["cells"] = {
-            name: {key: _combine(runs, batch[key]) for key, runs in cells.items()}
-            for name, cells in rounds.items()
+            name: {key: _combine(runs, batch[key]) for key, runs in per_cell.items()}
+            for name, per_cell in rounds.items()
         }
     result["ratios"] = _ratios(result["cells"])
     result["noise"] = meter.result()
@@ -360,7 +362,7 @@ def make_dataset(spec: SizeSpec, pool: int) -> Dataset:
 
 
 def _draw(
-    data: Dataset, plan: WorkloadPlan, spec: SizeSpec, items: int, cells: Sequence[Cell] = CELLS
+    data: Dataset, plan: WorkloadPlan, spec: SizeSpec, items: int, cells: Sequence[Cell]
 ) -> None:
     """Pre-draw the operations of ``cells`` over the ``items`` keys every system holds (the
     same draws for a size's label whatever its tiers)."""

@@ -21,7 +21,7 @@ from memcluster.node.tiers.index import (
 
 def probe(index: Index, tag: int, loc: int) -> tuple[Shard, int]:
     """What the arena does before ``fill``: walk to the empty slot ending ``tag``'s probe."""
-    shard = index.shard(tag)
+    shard = index.dir[tag >> index.shift]
     pos = (tag >> shard.shift) & shard.mask
     while slot := shard.slots[pos]:
         assert slot != (tag << LOC_BITS) | loc, "already indexed"
@@ -35,9 +35,7 @@ def add(index: Index, tag: int, loc: int) -> None:
 
 
 def remove(index: Index, tag: int, loc: int) -> None:
-    found = index.position(tag, loc)
-    assert found is not None
-    index.unslot(*found)
+    assert index.release(tag, loc)
 
 
 def filled(count: int, seed: int) -> tuple[Index, dict[int, int]]:
@@ -102,6 +100,9 @@ def test_position_of_what_is_not_indexed_is_none() -> None:
     add(index, 5, 1)
     assert index.position(5, 2) is None
     assert index.position(6, 1) is None
+    assert not index.release(5, 2) and not index.relocate(6, 1, 2)
+    assert index.relocate(5, 1, 7) and index.position(5, 7) is not None
+    assert index.position(5, 1) is None and list(index.locations()) == [7]
 
 
 def test_a_run_samples_locations_across_shards() -> None:

@@ -347,10 +347,8 @@ class Arena:
         off = loc & OFFSET_MASK
         klen = _KLEN.unpack_from(seg, off + _KLEN_AT)[0]
         key = seg[off + HEADER_SIZE : off + HEADER_SIZE + klen]
-        slot = self._index.position((hash(key) & HASH_MASK) >> LOC_BITS, loc)
-        if slot is None:
+        if not self._index.release((hash(key) & HASH_MASK) >> LOC_BITS, loc):
             raise LookupError(f"no live record at location {loc:#x}")
-        self._index.unslot(*slot)
         meta, value = self._take(loc)
         return key, meta, value
 
@@ -669,10 +667,8 @@ class Arena:
         old[flags_at] = old[flags_at] | _DEAD  # the eviction hand may pass here before release
         self._live[old_seg] -= length
         tag = (hash(key) & HASH_MASK) >> LOC_BITS
-        slot = self._index.position(tag, loc)
-        if slot is None:
+        if not self._index.relocate(tag, loc, (seg_no << SEGMENT_BITS) | off):
             raise RuntimeError(f"arena: live record of {key[:64]!r} has no index slot")
-        slot[0].slots[slot[1]] = (tag << LOC_BITS) | (seg_no << SEGMENT_BITS) | off
 
     def _next_born(self, after: int) -> int:
         """The segment opened first after the one opened ``after`` (wrapping around)."""

@@ -59,9 +59,6 @@ class Index:
         #: Bytes of slots (the index grows, never shrinks).
         self.bytes = 8 << MIN_SHARD_BITS
 
-    def shard(self, tag: int) -> Shard:
-        return self.dir[tag >> self.shift]
-
     def fill(self, shard: Shard, pos: int, tag: int, loc: int) -> None:
         """Index ``loc`` in the empty slot ``pos`` of ``shard`` that ended a probe for
         ``tag``; the shard grows once past its load limit."""
@@ -82,6 +79,22 @@ class Index:
                 return None
             pos = (pos + 1) & mask
         return shard, pos
+
+    def release(self, tag: int, loc: int) -> bool:
+        """Unindex ``loc`` under ``tag``; False if it is not indexed."""
+        found = self.position(tag, loc)
+        if found is None:
+            return False
+        self.unslot(*found)
+        return True
+
+    def relocate(self, tag: int, old: int, new: int) -> bool:
+        """Index ``new`` in the slot that indexed ``old`` under ``tag``; False if none did."""
+        found = self.position(tag, old)
+        if found is None:
+            return False
+        found[0].slots[found[1]] = (tag << LOC_BITS) | new
+        return True
 
     def unslot(self, shard: Shard, pos: int) -> None:
         """Empty slot ``pos``, shifting back the entries whose probe ran through it."""
