@@ -567,6 +567,7 @@ SCHEMA_VIOLATIONS = [
     ("--set=memory.tiers.warm.compression_level=30", "memory.tiers.warm.compression_level"),
     ("--set=memory.tiers.hot.ttl=forever", "memory.tiers.hot.ttl"),
     ("--set=memory.promote_chance=0", "memory.promote_chance"),
+    ("--set=memory.promote_after=0", "memory.promote_after"),
     ("--set=memory.tiers.cold.path=/var/cold", "memory.tiers.cold.path"),
     ("--set=etcd.replicas=2", "etcd.replicas"),
     ("--set=memory.tiers.hot.capcity=1GB", "capcity"),

@@ -363,6 +363,7 @@ def test_unknown_env_variable_is_an_error() -> None:
             " (promote_on_read: false for none)",
         ),
         ({"memory": {"promote_chance": 1.5}}, "memory.promote_chance: 1.5 is outside (0, 1]"),
+        ({"memory": {"promote_after": 0}}, "memory.promote_after: 0 must be at least 1"),
         ({"memory": {"tiers": "big"}}, 'memory.tiers: expected a table of settings, got "big"'),
         (
             {"memory": {"pressure": {"high_watermark": 0.97}}},

@@ -21,6 +21,9 @@ from memcluster.node.tiers.base import Item
 
 
 def make_store(tmp_path: Path, clock: ManualClock, **memory: Any) -> TieredStore:
+    """A small store; it promotes on every read below hot (the tests of promotion's
+    mechanics), unless ``promote_after`` says otherwise (the tests of admission)."""
+    memory.setdefault("promote_after", 1)
     tiers = {
         "hot": {"capacity": "20KB", "ttl": "1h", "eviction": "lru"},
         "warm": {"capacity": "20KB", "ttl": "1d"},
@@ -182,10 +185,13 @@ def test_values_many_answers_as_get_many(tmp_path: Path, clock: ManualClock) -> 
             s.close()
 
 
+@pytest.mark.parametrize(("after", "queued"), [(1, 2), (2, 1)])
 def test_batch_reads_answer_and_count_as_single_reads_with_deferred_promotions(
-    tmp_path: Path, clock: ManualClock
+    tmp_path: Path, clock: ManualClock, after: int, queued: int
 ) -> None:
-    stores = [make_store(tmp_path / n, clock) for n in ("single", "items", "values")]
+    stores = [
+        make_store(tmp_path / n, clock, promote_after=after) for n in ("single", "items", "values")
+    ]
     try:
         for s in stores:
             for i in range(300):  # k0.. end up in cold and warm, the newest in hot
@@ -212,7 +218,8 @@ def test_batch_reads_answer_and_count_as_single_reads_with_deferred_promotions(
         assert calls == {"warm": 1, "cold": 1}  # each tier below asked once for the batch
         assert values == [f and f[0].value for f in items] == [f and f[0].value for f in singly]
         assert values.count(None) == 8
-        assert [s.deferred for s in stores] == [2, 2, 2]  # k1 and k150, once each
+        # k1 and k150, once each; with promote_after 2, k1 (read twice) only.
+        assert [s.deferred for s in stores] == [queued] * 3
         for s in stores:
             s.promote_deferred(100)
         for name in ("hot", "warm", "cold"):
@@ -255,6 +262,7 @@ def test_a_lower_tier_hit_promotes_with_the_chance_set(tmp_path: Path, clock: Ma
             "memory": {
                 "tiers": {"hot": {"capacity": "20KB"}, "warm": {"capacity": "20KB"}},
                 "promote_chance": 0.25,
+                "promote_after": 1,
             }
         }
     )

@@ -307,20 +307,24 @@ class PressureConfig(_Section):
 class MemoryConfig(_Section):
     """How a node holds items: its tiers, promotion, tombstones and memory pressure.
 
-    ``promote_chance``: the probability that a warm or cold hit promotes its item (when
-    ``promote_on_read``); below 1, an item read once in a while stays where it is, and
-    an item read often goes up after a few reads (like memcached's extstore recache rate).
+    ``promote_after``: the reads in warm or cold that move an item back to hot (when
+    ``promote_on_read``): at 2, the first read serves it from where it is and the
+    second promotes it, so that items read once stay down (node/admission.py); at 1,
+    every such read promotes. ``promote_chance``: the probability that a read which
+    would promote does; below 1, an item read once in a while stays where it is, and an
+    item read often goes up after a few reads (like memcached's extstore recache rate).
     """
 
     tiers: TiersConfig = field(default_factory=TiersConfig)
     promote_on_read: bool = True
     promote_chance: float = 1.0
+    promote_after: int = 2
     tombstone_ttl: _Duration = 3600.0
     cleanup_batch: int = 1000
     pressure: PressureConfig = field(default_factory=PressureConfig)
 
     def _check(self) -> list[tuple[str, str]]:
-        problems = _at_least_1(self, "cleanup_batch")
+        problems = _at_least_1(self, "cleanup_batch", "promote_after")
         if not 0 < self.promote_chance <= 1:
             message = f"{self.promote_chance} is outside (0, 1]: a probability, such as 0.25"
             problems.append(("promote_chance", message + " (promote_on_read: false for none)"))

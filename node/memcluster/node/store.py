@@ -2,10 +2,10 @@
 
 Writes land in the first enabled tier (hot). A tier over capacity hands its
 eviction victims to the next tier down (demotion); the last tier drops them
-(eviction). Items idle past a tier's residence ttl move down too. A read that
-finds an item in a lower tier moves it back to the top (promotion) unless
-``promote_on_read`` is off; with ``promote_chance`` below 1 only that share of such
-reads promotes (items read once in a while stay down). A node defers that move until
+(eviction). Items idle past a tier's residence ttl move down too. Reads that find
+an item in a lower tier move it back to the top (promotion): by default the second
+such read, so that items read once stay down (``promote_after``, ``promote_chance``
+and ``promote_on_read``: admission.py). A node defers that move until
 the read has been answered (``on_deferred``): the move, and the demotions it causes
 below, are not the reader's to wait for. Deletes write tombstones that expire after
 ``tombstone_ttl``, so that a replica that missed the delete cannot resurrect the key.
@@ -24,6 +24,7 @@ from pathlib import Path
 from memcluster.common.clock import Clock, SystemClock
 from memcluster.common.config import LimitsConfig, MemoryConfig
 from memcluster.common.versions import HybridClock
+from memcluster.node.admission import Admission
 from memcluster.node.limits import RequestLimits
 from memcluster.node.tiers.base import Item, Tier
 from memcluster.node.tiers.cold import ColdTier
@@ -34,17 +35,6 @@ FLUSH_BATCH = 1000
 #: read does not queue its item (the next read of it will).
 MAX_DEFERRED = 4096
 MAX_DEFERRED_BYTES = 16 << 20
-
-
-def _draws(chance: float, rng: random.Random | None) -> Callable[[], bool]:
-    """True with probability ``chance``, drawn from ``rng`` (a private generator if None);
-    always or never, without a draw, at 1 and 0."""
-    if chance >= 1.0:
-        return lambda: True
-    if chance <= 0.0:
-        return lambda: False
-    draw = (rng or random.Random()).random
-    return lambda: draw() < chance
 
 
 @dataclass(slots=True)
@@ -127,9 +117,8 @@ class TieredStore:
         #: Items to promote, as the reads found them, oldest read first.
         self._deferred: dict[bytes, Item] = {}
         self._deferred_bytes = 0  # their values' bytes, held outside any tier's accounting
-        chance = memory.promote_chance if memory.promote_on_read else 0.0
-        #: Whether a hit below the first tier promotes (a draw when the chance is below 1).
-        self._promotes: Callable[[], bool] = _draws(chance, rng)
+        #: Whether a hit below the first tier promotes (``memory.promote_after``, ...).
+        self.admission = Admission(memory, tiers[0].capacity, rng)
         self.configured_hot_capacity = tiers[0].capacity
 
     # -- reads ---------------------------------------------------------------
@@ -257,7 +246,7 @@ class TieredStore:
             counters.misses += 1
             return None
         counters.hits += 1
-        if depth and self._promotes():
+        if depth and self.admission.promotes(key):
             if self.on_deferred is None:
                 tier.pop(key)
                 counters.promotions += 1
