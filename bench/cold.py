@@ -8,8 +8,10 @@ synced write every ``TOUCH_BATCH`` gets) and with ``peek`` (read-only).
 
 Then a TieredStore opens the same directory as its cold tier (hot and warm empty)
 and reads distinct random keys: each read misses hot and warm, hits cold and
-promotes the item (a synced removal from LMDB, a put into hot). Reading the same
-keys again measures hot hits through the same store, for contrast.
+promotes the item (a synced removal from LMDB, a put into hot; the store promotes on
+every such read, ``memory.promote_after: 1``, so that each timed read is the one
+that promotes, as the second is by default). Reading the same keys again measures
+hot hits through the same store, for contrast.
 
 Disk use per item is reported twice: the tier's own accounting (``bytes_held``) and
 the size of LMDB's data file, which also holds B-tree page slack and free pages.
@@ -99,9 +101,8 @@ def _fill(cold: ColdTier, values: list[bytes], time_budget: float) -> dict[str, 
 
 
 def _store(path: str) -> TieredStore:
-    config = NodeConfig.from_mapping(
-        {"memory": {"tiers": {"cold": {"path": path, "capacity": CAPACITY}}}}
-    )
+    tiers = {"cold": {"path": path, "capacity": CAPACITY}}
+    config = NodeConfig.from_mapping({"memory": {"tiers": tiers, "promote_after": 1}})
     return TieredStore(config.memory, config.limits)
 
 
