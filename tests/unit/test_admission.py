@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
 import pytest
@@ -16,24 +15,13 @@ from memcluster.node.admission import (
     Admission,
     probation_keys,
 )
-from tests.unit.test_store import doc, make_store, where
+from tests.unit.test_store import Draws, doc, make_store, where
 
 MB = 1 << 20
 
 
 def memory(**settings: object) -> MemoryConfig:
     return NodeConfig.from_mapping({"memory": settings}).memory
-
-
-class _Draws(random.Random):
-    """Hands out the given draws in turn."""
-
-    def __init__(self, draws: list[float]) -> None:
-        super().__init__()
-        self.draws = draws
-
-    def random(self) -> float:
-        return self.draws.pop(0)
 
 
 def test_the_default_promotes_on_the_second_read() -> None:
@@ -58,7 +46,7 @@ def test_every_read_promotes_at_1_and_none_when_promotion_is_off() -> None:
 
 
 def test_a_read_that_would_promote_draws_the_chance_and_a_lost_draw_starts_over() -> None:
-    draws = _Draws([0.9, 0.1])
+    draws = Draws([0.9, 0.1])
     gate = Admission(memory(promote_chance=0.25), 16 * MB, draws)
     assert gate.promotes(b"a") is False  # first read: counted, nothing drawn
     assert gate.promotes(b"a") is False and draws.draws == [0.1]  # due; 0.9 loses

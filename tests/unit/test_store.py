@@ -245,7 +245,7 @@ def test_no_promotion_when_disabled(tmp_path: Path, clock: ManualClock) -> None:
     store.close()
 
 
-class _Draws(random.Random):
+class Draws(random.Random):
     """Hands out the given draws in turn."""
 
     def __init__(self, draws: list[float]) -> None:
@@ -266,7 +266,7 @@ def test_a_lower_tier_hit_promotes_with_the_chance_set(tmp_path: Path, clock: Ma
             }
         }
     )
-    draws = _Draws([0.9, 0.3, 0.1])
+    draws = Draws([0.9, 0.3, 0.1])
     store = TieredStore(
         config.memory, config.limits, clock=clock, cold_path=str(tmp_path), rng=draws
     )
