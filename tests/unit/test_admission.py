@@ -9,12 +9,14 @@ import pytest
 from memcluster.common.clock import ManualClock
 from memcluster.common.config import MemoryConfig, NodeConfig
 from memcluster.node import admission as admission_module
+from memcluster.node import store as store_module
 from memcluster.node.admission import (
     MAX_PROBATION_KEYS,
     MIN_PROBATION_KEYS,
     Admission,
     probation_keys,
 )
+from memcluster.node.store import TieredStore
 from tests.unit.test_store import Draws, doc, make_store, where
 
 MB = 1 << 20
@@ -127,3 +129,69 @@ def test_a_scan_read_once_leaves_the_first_tier_as_it_was(tmp_path: Path) -> Non
     finally:
         for store in stores.values():
             store.close()
+
+
+def test_a_read_moves_its_key_to_the_newest_end(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(admission_module, "MIN_PROBATION_KEYS", 8)
+    gate = Admission(memory(promote_after=3), 0)
+    keys = [b"k%d" % i for i in range(8)]
+    for key in keys:
+        gate.promotes(key)
+    assert gate.promotes(keys[0]) is False  # its second read: k0 is the newest now
+    gate.promotes(b"new")  # past the bound: k1..k4, the oldest half, are forgotten
+    assert gate.promotes(keys[0]) is True  # its third read
+    assert gate.promotes(keys[1]) is False and gate.remembered == 5  # k5..k7, new, k1
+
+
+def test_a_store_sizes_its_admission_from_the_first_tier(tmp_path: Path) -> None:
+    store = make_store(tmp_path, ManualClock(), tiers={"hot": {"capacity": "2MB"}})
+    try:
+        assert store.admission.limit == probation_keys(store.tiers[0].capacity)
+        assert MIN_PROBATION_KEYS < store.admission.limit < MAX_PROBATION_KEYS
+    finally:
+        store.close()
+
+
+def _queueing_store(tmp_path: Path) -> tuple[TieredStore, list[bytes]]:
+    """A store that defers its promotions (as a node), with keys held below hot."""
+    store = make_store(tmp_path, ManualClock(), promote_after=2)
+    for i in range(500):
+        store.put(f"k{i}".encode(), doc(i))
+    store.on_deferred = lambda: None
+    below = [k for k in (f"k{i}".encode() for i in range(100)) if where(store, k) != ["hot"]]
+    return store, below
+
+
+def test_a_read_the_full_queue_cannot_take_leaves_the_count_for_the_next(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_module, "MAX_DEFERRED", 1)
+    store, (a, b, *_) = _queueing_store(tmp_path)
+    try:
+        store.get(b)  # b's first read: counted
+        store.get(a), store.get(a)  # a's second read fills the queue
+        assert store.deferred == 1
+        store.get(b)  # no room: not queued, and b's count stays at one
+        assert store.deferred == 1
+        store.promote_deferred(10)
+        assert where(store, a) == ["hot"] and where(store, b) != ["hot"]
+        store.get(b)  # the read that completes b's count
+        assert store.deferred == 1
+        store.promote_deferred(10)
+        assert where(store, b) == ["hot"]
+    finally:
+        store.close()
+
+
+def test_a_key_on_its_way_up_is_not_counted_again(tmp_path: Path) -> None:
+    store, (key, *_) = _queueing_store(tmp_path)
+    try:
+        store.get(key), store.get(key)
+        assert store.deferred == 1 and store.admission.remembered == 0
+        store.get(key)  # queued already: nothing to count
+        assert store.deferred == 1 and store.admission.remembered == 0
+        store.promote_deferred(10)
+        assert where(store, key) == ["hot"]
+        assert sum(store.counters[tier].promotions for tier in ("warm", "cold")) == 1
+    finally:
+        store.close()

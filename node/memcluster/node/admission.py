@@ -10,11 +10,14 @@ workload stay down, and hot's room goes to the items read again, which is the
 second-hit rule of RocksDB's compressed secondary cache and of the kernel's
 inactive/active page lists. At 1 every such read promotes.
 
-The keys read once are remembered in a dict, in the order of their latest read, up
-to a bound sized from the first tier's capacity (``probation_keys``); past it the
-older half is forgotten, so their next read counts from one again (an item read
-that rarely is not worth a move). ``memory.promote_chance`` then draws for each read
-that would promote; one that loses the draw starts its count over.
+The keys read once are remembered in a dict, by their hash (a few dozen bytes each,
+whatever the key's length: two keys that share a hash share a count, which at worst
+promotes one item a read early), in the order of their latest read, up to a bound
+sized from the first tier's capacity (``probation_keys``); past it the older half is
+forgotten, so their next read counts from one again (an item read that rarely is not
+worth a move). A count is the key's, whichever version of its item each read found.
+``memory.promote_chance`` then draws for each read that would promote; one that
+loses the draw starts its count over.
 """
 
 from __future__ import annotations
@@ -25,8 +28,8 @@ from collections.abc import Callable
 
 from memcluster.common.config import MemoryConfig
 
-#: Keys read once below the first tier that are remembered at most (about 100 bytes
-#: each: the key and its dict entry) ...
+#: Keys read once below the first tier that are remembered at most (~50-90 bytes each:
+#: a dict entry and the key's hash, as an int) ...
 MAX_PROBATION_KEYS = 1 << 16
 #: ... and at least; in between, one per this many bytes of first-tier capacity.
 MIN_PROBATION_KEYS = 1 << 10
@@ -47,8 +50,8 @@ class Admission:
     ) -> None:
         self.after = memory.promote_after
         self.limit = probation_keys(first_capacity)
-        #: Keys read below the first tier and not promoted yet: key -> reads counted.
-        self._reads: dict[bytes, int] = {}
+        #: Keys read below the first tier and not promoted yet: hash(key) -> reads counted.
+        self._reads: dict[int, int] = {}
         chance = memory.promote_chance
         self._draw = (rng or random.Random()).random if chance < 1 else None
         self._chance = chance
@@ -66,19 +69,15 @@ class Admission:
         """Keys read below the first tier whose count is still running."""
         return len(self._reads)
 
-    def forget(self) -> None:
-        """Drop every running count (as if no read had been seen)."""
-        self._reads.clear()
-
     def _decide(self, key: bytes) -> bool:
         if self.after > 1:
-            reads = self._reads
-            seen = reads.pop(key, 0) + 1
+            reads, mark = self._reads, hash(key)  # bytes cache their hash
+            seen = reads.pop(mark, 0) + 1
             if seen < self.after:
                 if len(reads) >= self.limit:
                     for old in list(itertools.islice(reads, len(reads) // 2)):
                         del reads[old]
-                reads[key] = seen
+                reads[mark] = seen
                 return False
         return self._draw is None or self._draw() < self._chance
 

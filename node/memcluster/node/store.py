@@ -246,17 +246,24 @@ class TieredStore:
             counters.misses += 1
             return None
         counters.hits += 1
-        if depth and self.admission.promotes(key):
-            if self.on_deferred is None:
+        if not depth or key in self._deferred:  # in the first tier, or on its way there
+            return item, tier.name
+        if self.on_deferred is None:
+            if self.admission.promotes(key):
                 tier.pop(key)
                 counters.promotions += 1
                 self._land(key, item, now)
-            elif len(self._deferred) < MAX_DEFERRED and self._deferred_bytes < MAX_DEFERRED_BYTES:
-                if not self._deferred:
-                    self.on_deferred()
-                if key not in self._deferred:
-                    self._deferred_bytes += len(item.value)
-                    self._deferred[key] = item
+        elif (
+            # Admission only where there is room: a read the queue cannot take leaves
+            # the key's count as it was, for the next read.
+            len(self._deferred) < MAX_DEFERRED
+            and self._deferred_bytes < MAX_DEFERRED_BYTES
+            and self.admission.promotes(key)
+        ):
+            if not self._deferred:
+                self.on_deferred()
+            self._deferred_bytes += len(item.value)
+            self._deferred[key] = item
         return item, tier.name
 
     @property
