@@ -4,6 +4,7 @@ run-queue probe."""
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 
 from memcluster.common.config import ConfigError, NodeConfig
 from memcluster.node.loops import (
+    YIELD_CPU,
     RunQueueWait,
     TimeSlice,
     event_loop_factory,
@@ -76,6 +78,23 @@ async def test_next_lets_in_what_arrived_during_the_slice_before_the_next_one() 
     ran.append("next slice")
     assert ran == ["ready", "arrived", "next slice"]
     assert not turn.over()  # a new slice began when the task came back
+
+
+async def test_next_gives_up_the_cpu_before_it_lets_the_loop_run() -> None:
+    happened: list[str] = []
+    turn = TimeSlice(0.001, clock=lambda: 0.0, yield_cpu=lambda: happened.append("cpu"))
+    asyncio.get_running_loop().call_soon(lambda: happened.append("loop"))
+    await turn.next()
+    assert happened == ["cpu", "loop"]
+    await turn.next()
+    assert happened == ["cpu", "loop", "cpu"]
+
+
+def test_a_slice_gives_up_the_cpu_with_sched_yield_where_the_system_has_it() -> None:
+    expected = getattr(os, "sched_yield", None)
+    if expected is None:
+        pytest.skip("this system has no sched_yield (not POSIX)")
+    assert TimeSlice()._yield_cpu is expected is YIELD_CPU
 
 
 def test_run_queue_wait_is_the_share_of_time_spent_waiting(tmp_path: Path) -> None:

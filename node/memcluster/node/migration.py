@@ -15,7 +15,9 @@ settled here has nothing to move, and scans nothing.
 Pace: foreground requests share the node's one event loop (and, on a small machine, its
 CPUs) with the move. Migration work runs in slices of the loop's time (``TimeSlice``,
 one shared by all of a node's streams), so that a request waits behind a quarter of a
-millisecond of it at most. Every byte a node sends or receives for a migration goes
+millisecond of it at most; between slices the thread gives up its CPU to any thread
+waiting for it, so that the move does not hold a CPU a request's thread, here or in a
+neighbouring process, waits for. Every byte a node sends or receives for a migration goes
 through its ``Pacer``: a token bucket of at most ``rate`` bytes per second that halves
 its rate whenever the node's event loop runs late (``LagMonitor``) or its thread waits
 for a CPU too often (``RunQueueWait``: the machine is busy, and every request pays for
