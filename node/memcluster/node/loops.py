@@ -110,7 +110,10 @@ def _keep_cpu() -> None:
     """Where the system has no ``sched_yield``: the slice gives up only the loop."""
 
 
-#: Gives the calling thread's CPU to a thread waiting for it (releasing the GIL).
+#: Gives the calling thread's CPU to a thread waiting for it. CPython releases the GIL
+#: around the call; a thread of this process that then holds the GIL long (none of the
+#: node's does: its workers spend their time in C) could keep the loop waiting for it
+#: up to the interpreter's switch interval.
 YIELD_CPU: Callable[[], None] = getattr(os, "sched_yield", _keep_cpu)
 
 
@@ -124,10 +127,12 @@ class TimeSlice:
     gets one of the two wrong.
 
     Between slices the thread also gives up its CPU (``sched_yield``), to any thread
-    waiting for that CPU: background work never sleeps on its own, so without it the
-    kernel lets it run on for its whole time slice (1-3 ms) while a request's thread,
-    here or in another process on the machine (a neighbouring node, a client), waits
-    behind it. The call costs a microsecond when nothing waits.
+    waiting for that CPU: background work does not sleep within a burst, so without it
+    the kernel lets it run on for its own time slice (up to a few milliseconds) while
+    a request's thread, here or in another process on the machine (a neighbouring
+    node, a client), waits behind it. The call costs a microsecond when nothing waits;
+    when something does, the time this thread then waits counts in its CPU-wait
+    reading (``RunQueueWait``), which is what a migration's pace heeds.
     """
 
     __slots__ = ("_began", "_clock", "_yield_cpu", "budget")

@@ -24,10 +24,11 @@ for a CPU too often (``RunQueueWait``: the machine is busy, and every request pa
 it), and creeps back up while neither is the case, never below ``min_rate``, so that a
 move always finishes in bounded time (as Cassandra throttles streams and Redis migrates
 slots in small steps). A move that restores copies a dead node took with it is not
-slowed for a busy CPU, only for a late loop: until it is done some keys have fewer
-copies than the replication factor, and durability comes first. A receiver that waits
-for its bucket stops reading its streams, and gRPC flow control slows the senders: a
-node that many peers send to is not flooded.
+slowed for a busy CPU, only for a late loop (its slices still give up the CPU between
+them, which costs nothing while no other thread waits for it): until it is done some
+keys have fewer copies than the replication factor, and durability comes first. A
+receiver that waits for its bucket stops reading its streams, and gRPC flow control
+slows the senders: a node that many peers send to is not flooded.
 """
 
 from __future__ import annotations
