@@ -17,7 +17,7 @@ from memcluster.node.admission import (
     probation_keys,
 )
 from memcluster.node.store import TieredStore
-from tests.unit.test_store import Draws, doc, make_store, where
+from tests.unit.stores import Draws, doc, make_store, where
 
 MB = 1 << 20
 

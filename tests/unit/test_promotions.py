@@ -12,7 +12,7 @@ import pytest
 from memcluster.common.clock import ManualClock
 from memcluster.node.runtime import Promotions
 from memcluster.node.store import TieredStore
-from tests.unit.test_store import doc, make_store, where
+from tests.unit.stores import doc, make_store, where
 
 TURNS_ALLOWED = 100  # loop turns a test waits for the promotions it queued
 

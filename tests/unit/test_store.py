@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import random
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,21 +16,7 @@ from memcluster.common.errors import InvalidRequest
 from memcluster.node import store as store_module
 from memcluster.node.store import TieredStore
 from memcluster.node.tiers.base import Item
-
-
-def make_store(tmp_path: Path, clock: ManualClock, **memory: Any) -> TieredStore:
-    """A small store; it promotes on every read below hot (the tests of promotion's
-    mechanics), unless ``promote_after`` says otherwise (the tests of admission)."""
-    memory.setdefault("promote_after", 1)
-    tiers = {
-        "hot": {"capacity": "20KB", "ttl": "1h", "eviction": "lru"},
-        "warm": {"capacity": "20KB", "ttl": "1d"},
-        "cold": {"capacity": "1MB", "path": str(tmp_path / "cold")},
-    }
-    for name, overrides in memory.pop("tiers", {}).items():
-        tiers[name].update(overrides)
-    config = NodeConfig.from_mapping({"memory": {"tiers": tiers, **memory}})
-    return TieredStore(config.memory, config.limits, origin=1, clock=clock)
+from tests.unit.stores import Draws, doc, make_store, where
 
 
 @pytest.fixture
@@ -45,14 +29,6 @@ def store(tmp_path: Path, clock: ManualClock) -> Iterator[TieredStore]:
     s = make_store(tmp_path, clock)
     yield s
     s.close()
-
-
-def doc(i: int) -> bytes:
-    return json.dumps({"id": i, "name": f"user-{i}", "bio": "lorem ipsum " * 10}).encode()
-
-
-def where(store: TieredStore, key: bytes) -> list[str]:
-    return [t.name for t in store.tiers if key in t]
 
 
 def test_overflow_flows_down_and_every_key_lives_in_one_tier(store: TieredStore) -> None:
@@ -243,17 +219,6 @@ def test_no_promotion_when_disabled(tmp_path: Path, clock: ManualClock) -> None:
     assert store.get(b"k0") is not None
     assert where(store, b"k0") == ["cold"]
     store.close()
-
-
-class Draws(random.Random):
-    """Hands out the given draws in turn."""
-
-    def __init__(self, draws: list[float]) -> None:
-        super().__init__()
-        self.draws = draws
-
-    def random(self) -> float:
-        return self.draws.pop(0)
 
 
 def test_a_lower_tier_hit_promotes_with_the_chance_set(tmp_path: Path, clock: ManualClock) -> None:
